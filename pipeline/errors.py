@@ -1,0 +1,8 @@
+"""The error types that mean "the user must fix an input": shown as one sentence, never a traceback."""
+
+from pipeline.catalogs import CatalogError
+from pipeline.config import ConfigError
+from pipeline.filters import FilterError
+from pipeline.store import StoreError
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CatalogError, FilterError, StoreError)

@@ -1,0 +1,91 @@
+"""The item store's Arrow schema: the contract between seerec stages, defined here and nowhere else.
+
+The table starts with the catalog columns. Each stage owns a *column family*: its output column plus
+provenance (which model or settings produced it, and when) and an error column. Families are added to
+the table the first time their stage writes, because vector widths depend on the configured encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+KEY = "item_id"
+MEDIA_TYPES = ("video", "image", "text")
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+CATALOG_FIELDS = [
+    pa.field(KEY, pa.string(), nullable=False),
+    pa.field("media_uri", pa.string()),
+    pa.field("media_type", pa.string()),
+    pa.field("title", pa.string()),
+    pa.field("metadata", pa.string()),  # JSON object with any extra catalog columns
+    pa.field("ingest_source", pa.string()),
+    pa.field("ingested_at", TIMESTAMP),
+    pa.field("ingest_error", pa.string()),
+]
+
+
+def catalog_schema() -> pa.Schema:
+    return pa.schema(CATALOG_FIELDS)
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A stage's columns: `value` plus `<value>_model`, `<value>_at`, `<value>_error` and any extras."""
+
+    value: pa.Field
+    extras: tuple[pa.Field, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.value.name
+
+    @property
+    def model_column(self) -> str:
+        return f"{self.name}_model"
+
+    @property
+    def time_column(self) -> str:
+        return f"{self.name}_at"
+
+    @property
+    def error_column(self) -> str:
+        return f"{self.name}_error"
+
+    def fields(self) -> list[pa.Field]:
+        return [
+            self.value,
+            pa.field(self.model_column, pa.string()),
+            pa.field(self.time_column, TIMESTAMP),
+            pa.field(self.error_column, pa.string()),
+            *self.extras,
+        ]
+
+    def schema(self) -> pa.Schema:
+        """The columns a stage writes in one upsert: the key plus its family."""
+        return pa.schema([pa.field(KEY, pa.string(), nullable=False), *self.fields()])
+
+
+def vector_family(column: str, dim: int) -> Family:
+    """An embedding column; `<column>_source` records which text template or media it embedded."""
+    return Family(pa.field(column, vector_type(dim)), (pa.field(f"{column}_source", pa.string()),))
+
+
+def is_vector_field(field: pa.Field) -> bool:
+    return pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type)
+
+
+def error_values(values) -> np.ndarray:
+    """Per-row error messages as an object array of str-or-None.
+
+    Ray Data turns an all-None object column into nulls or NaN floats on the way between stages, so
+    anything that is not a string means "no error".
+    """
+    return np.array([v if isinstance(v, str) else None for v in values], dtype=object)

@@ -1,0 +1,250 @@
+"""The LanceDB item store: one table, one row per item, written in bulk and keyed on `item_id`.
+
+Stages never write rows one at a time. They hand the store Arrow tables holding the key plus their own
+column family, and the store merges them in with `merge_insert`, retrying when another writer committed
+first. Reads used to plan work (what is still to do) go through Lance's scanner so that filters are
+pushed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from lancedb.index import IvfHnswSq, IvfPq
+
+from pipeline.config import StoreConfig
+from pipeline.filters import Condition, quote_text, to_sql
+from pipeline.schema import KEY, Family, catalog_schema, is_vector_field
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """A store problem the user must fix (missing table, missing column, wrong vector width)."""
+
+
+@dataclass
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    attempts: int = 0
+
+    def __iadd__(self, other: UpsertResult) -> UpsertResult:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.attempts += other.attempts
+        return self
+
+
+class ItemStore:
+    """A handle on the item table. Cheap to create; safe to create in every Ray worker."""
+
+    def __init__(self, cfg: StoreConfig):
+        self.cfg = cfg
+        self.db = lancedb.connect(
+            cfg.uri,
+            storage_options=cfg.storage_options or None,
+            # Always read the latest committed version, so that writers in other processes are visible.
+            read_consistency_interval=timedelta(0),
+        )
+        self._table = None
+
+    # ---- table lifecycle -------------------------------------------------------------------------
+    @property
+    def table(self):
+        if self._table is None:
+            if not self.exists():
+                raise StoreError(f"the store at {self.cfg.uri} has no table {self.cfg.table!r}; "
+                                 "run `seerec ingest` first")
+            self._table = self.db.open_table(self.cfg.table)
+        return self._table
+
+    def exists(self) -> bool:
+        return self.cfg.table in self.db.list_tables().tables
+
+    def create_if_missing(self) -> None:
+        if not self.exists():
+            self.db.create_table(self.cfg.table, schema=catalog_schema(), exist_ok=True)
+            log.info("created item table %s at %s", self.cfg.table, self.cfg.uri)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def count(self, where: str | None = None) -> int:
+        return self.table.count_rows(where)
+
+    def ensure_family(self, family: Family) -> None:
+        """Add a stage's columns (all null) the first time it writes; check widths every time after."""
+        schema = self.schema
+        missing = [f for f in family.fields() if f.name not in schema.names]
+        for field in family.fields():
+            if field.name in schema.names and schema.field(field.name).type != field.type:
+                raise StoreError(
+                    f"store column {field.name!r} holds {schema.field(field.name).type} but this stage "
+                    f"writes {field.type}; write to another column or re-create the store"
+                )
+        if missing:
+            self._retry(lambda: self.table.add_columns(pa.schema(missing)), "add columns")
+            log.info("added columns %s", ", ".join(f.name for f in missing))
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def upsert(self, rows: pa.Table, insert_new: bool = True) -> UpsertResult:
+        """Merge rows on item_id. Without insert_new, rows for unknown items are dropped (stage writes)."""
+        if rows.num_rows == 0:
+            return UpsertResult()
+        _check_unique(rows)
+
+        def merge():
+            builder = self.table.merge_insert(KEY).when_matched_update_all()
+            if insert_new:
+                builder = builder.when_not_matched_insert_all()
+            # Null vectors mark failed items; LanceDB must keep them as nulls rather than reject them.
+            return builder.execute(rows, on_bad_vectors="null")
+
+        result, attempts = self._retry(merge, "merge_insert")
+        return UpsertResult(result.num_inserted_rows, result.num_updated_rows, attempts)
+
+    def write_family(self, family: Family, rows: pa.Table) -> UpsertResult:
+        self.ensure_family(family)
+        return self.upsert(rows.select(family.schema().names).cast(family.schema()), insert_new=False)
+
+    def _retry(self, operation, what: str):
+        """Run a commit, retrying with jittered backoff when a concurrent writer won the race."""
+        for attempt in range(1, self.cfg.commit_retries + 2):
+            try:
+                return operation(), attempt
+            except Exception as exc:  # Lance reports conflicts as plain OSError/RuntimeError
+                if "conflict" not in str(exc).lower() or attempt > self.cfg.commit_retries:
+                    raise
+                delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                log.warning("%s hit a commit conflict (attempt %d), retrying in %.2fs", what, attempt, delay)
+                time.sleep(delay)
+                self.table.checkout_latest()
+        raise AssertionError("unreachable")
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def scan(self, columns: Sequence[str] | None = None, where: str | None = None) -> pa.Table:
+        if columns is not None:
+            self.require_columns(columns)
+        return self.table.to_lance().to_table(columns=list(columns) if columns else None, filter=where)
+
+    def require_columns(self, columns: Iterable[str]) -> None:
+        missing = [c for c in columns if c not in self.schema.names]
+        if missing:
+            raise StoreError(f"the store has no column {missing[0]!r}; available: {', '.join(self.schema.names)}")
+
+    def pending(self, family: Family, model_id: str, columns: Sequence[str], force: bool = False,
+                where: str | None = None) -> pa.Table:
+        """Rows a stage still has to do: never done by this model, or failed last time."""
+        conditions = [where] if where else []
+        if not force and family.model_column in self.schema.names:
+            done = (f"(`{family.model_column}` = {quote_text(model_id)} AND `{family.error_column}` IS NULL "
+                    f"AND `{family.name}` IS NOT NULL)")
+            conditions.append(f"NOT {done}")
+        return self.scan([KEY, *columns], " AND ".join(f"({c})" for c in conditions) or None)
+
+    def get(self, item_ids: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+        ids = ", ".join(quote_text(i) for i in item_ids)
+        return self.scan(columns, f"`{KEY}` IN ({ids})") if item_ids else self.scan(columns).slice(0, 0)
+
+    def model_ids(self, column: str) -> list[str]:
+        """The distinct models that filled a column, e.g. to re-load the encoder for a text query."""
+        family = Family(pa.field(column, pa.null()))
+        self.require_columns([family.model_column])
+        values = self.scan([family.model_column], f"`{column}` IS NOT NULL")[family.model_column]
+        return sorted(v for v in pc.unique(values).to_pylist() if v is not None)
+
+    # ---- search ----------------------------------------------------------------------------------
+    def search_vector(self, column: str, vector: np.ndarray, k: int = 10,
+                      conditions: Sequence[Condition | str] = (), columns: Sequence[str] | None = None,
+                      exclude: Sequence[str] = ()) -> pa.Table:
+        """Nearest items to a vector, optionally restricted by safe structured conditions."""
+        self._vector_field(column, len(vector))
+        where = to_sql(conditions, self.schema)
+        if exclude:
+            skip = f"`{KEY}` NOT IN ({', '.join(quote_text(i) for i in exclude)})"
+            where = f"{where} AND {skip}" if where else skip
+        select = list(columns) if columns else [c.name for c in self.schema if not is_vector_field(c)]
+        query = self.table.search(np.asarray(vector, np.float32), vector_column_name=column)
+        query = query.distance_type(self.cfg.metric).select([*select, "_distance"]).limit(k)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query.to_arrow()
+
+    def neighbours(self, item_id: str, column: str, k: int = 10,
+                   conditions: Sequence[Condition | str] = ()) -> pa.Table:
+        row = self.get([item_id], [column])
+        if row.num_rows == 0:
+            raise StoreError(f"no item {item_id!r} in the store")
+        vector = row[column][0].values
+        if vector is None or row[column].null_count:
+            raise StoreError(f"item {item_id!r} has no {column} yet; run the stage that fills it")
+        return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions,
+                                  exclude=[item_id])
+
+    def _vector_field(self, column: str, dim: int | None = None) -> pa.Field:
+        self.require_columns([column])
+        field = self.schema.field(column)
+        if not is_vector_field(field):
+            raise StoreError(f"column {column!r} is not a vector column (it holds {field.type})")
+        if dim is not None and field.type.list_size != dim:
+            raise StoreError(f"query vector has {dim} dimensions but {column!r} has {field.type.list_size}")
+        return field
+
+    # ---- end-of-job maintenance --------------------------------------------------------------------
+    def finalize(self, vector_columns: Sequence[str] = ()) -> None:
+        """Once per job: compact, index item_id, and (re)build vector indexes on big enough tables."""
+        self._retry(lambda: self.table.optimize(), "optimize")
+        if not any(KEY in idx.columns for idx in self.table.list_indices()):
+            self._retry(lambda: self.table.create_scalar_index(KEY, replace=True), "index item_id")
+        for column in vector_columns:
+            self.ensure_vector_index(column)
+
+    def ensure_vector_index(self, column: str) -> bool:
+        field = self._vector_field(column)
+        rows = self.count(f"`{column}` IS NOT NULL")
+        if rows < self.cfg.index_min_rows:
+            log.info("%s has %d vectors (< %d): exact search, no index", column, rows, self.cfg.index_min_rows)
+            return False
+        partitions = max(1, int(np.sqrt(rows)))
+        if self.cfg.index_type == "ivf_pq":
+            sub_vectors = next(d for d in (16, 8, 4, 2, 1) if field.type.list_size % d == 0)
+            config = IvfPq(distance_type=self.cfg.metric, num_partitions=partitions, num_sub_vectors=sub_vectors)
+        else:
+            config = IvfHnswSq(distance_type=self.cfg.metric, num_partitions=max(1, partitions // 8))
+        started = time.perf_counter()
+        self._retry(lambda: self.table.create_index(column, config=config, replace=True), "create index")
+        log.info("built %s index on %s (%d rows) in %.1fs", self.cfg.index_type, column, rows,
+                 time.perf_counter() - started)
+        return True
+
+    # ---- versions --------------------------------------------------------------------------------
+    def versions(self) -> list[dict]:
+        return [{"version": v["version"], "timestamp": v["timestamp"], "rows": v["metadata"].get("total_rows")}
+                for v in self.table.list_versions()]
+
+    def restore(self, version: int) -> None:
+        """Make an older version the newest one (a new commit; history is kept)."""
+        known = {v["version"] for v in self.table.list_versions()}
+        if version not in known:
+            raise StoreError(f"the store has no version {version}; it has {min(known)}..{max(known)}")
+        self.table.checkout(version)
+        self.table.restore()
+
+
+def _check_unique(rows: pa.Table) -> None:
+    keys = rows[KEY]
+    if keys.null_count:
+        raise StoreError("rows to write have a null item_id")
+    if pc.count_distinct(keys).as_py() != rows.num_rows:
+        raise StoreError("rows to write repeat an item_id; the caller must report duplicates before writing")
