@@ -87,7 +87,8 @@ class TextEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self.cfg = TextEmbedConfig.model_validate(cfg)
-        self.model = SentenceTransformer(text_model_path(self.cfg.model), device=resolve_device(self.cfg.device, self.cfg.num_cpus))
+        device = resolve_device(self.cfg.device, self.cfg.num_cpus)
+        self.model = SentenceTransformer(text_model_path(self.cfg.model), device=device)
         self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str]) -> np.ndarray:

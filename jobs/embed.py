@@ -26,6 +26,7 @@ from extractors.embed import (
     text_model_id,
 )
 from pipeline.config import SeerecConfig
+from pipeline.filters import to_sql
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray, vector_column
 from pipeline.schema import KEY, Family, error_values, vector_family
 from pipeline.store import ItemStore
@@ -53,10 +54,11 @@ def embed_text(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Stag
     family_name = text_cfg.column
     started = time.perf_counter()
     store.require_columns(fields)
-    todo = store.pending(vector_family(family_name, 1), model_id, fields, force)
+    todo = store.pending(vector_family(family_name, 1), model_id, fields, force, _where(cfg, store))
     texts = [render_template(text_cfg.template, row, _metadata(row)) for row in todo.to_pylist()]
     todo = pa.table({KEY: todo[KEY], "text": pa.array(texts, pa.string())})
-    summary = StageSummary("embed-text", model_id, total=store.count(), skipped=store.count() - todo.num_rows)
+    total = store.count(_where(cfg, store))
+    summary = StageSummary("embed-text", model_id, total=total, skipped=total - todo.num_rows)
     if todo.num_rows:
         init_ray(cfg.ray)
         import ray
@@ -78,7 +80,7 @@ def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Sta
     image_cfg = cfg.embed.image
     model_id = clip_model_id(image_cfg)
     started = time.perf_counter()
-    media = "`media_type` IN ('video', 'image')"
+    media = " AND ".join(filter(None, ["`media_type` IN ('video', 'image')", _where(cfg, store)]))
     todo = store.pending(vector_family(image_cfg.column, 1), model_id, ["media_uri", "media_type"], force, media)
     total = store.count(media)
     summary = StageSummary("embed-media", model_id, total=total, skipped=total - todo.num_rows)
@@ -100,6 +102,10 @@ def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Sta
     summary.seconds = time.perf_counter() - started
     summary.log()
     return summary
+
+
+def _where(cfg: SeerecConfig, store: ItemStore) -> str | None:
+    return to_sql(cfg.embed.where, store.schema)
 
 
 def _blocks(table: pa.Table, batch_size: int, concurrency: int):

@@ -80,7 +80,8 @@ def _manifest_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
     if suffix == ".parquet":
         frame = pd.read_parquet(path)
         return [(i + 1, _clean(r)) for i, r in enumerate(frame.to_dict("records"))], []
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header.
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         return [(i + 2, _clean(r)) for i, r in enumerate(reader)], []
@@ -108,10 +109,15 @@ def _clean(record: dict) -> dict:
 
 def _manifest_item(record: dict, base: Path) -> dict:
     errors = []
+    # Undecodable bytes in any column (not only the title) would make Arrow reject the whole catalog.
+    repaired = {}
+    for key, value in record.items():
+        fixed_key, fixed = _repair_utf8(key), _repair_utf8(value)
+        if fixed_key != key or fixed != value:
+            errors.append(f"{fixed_key} is not valid UTF-8 (undecodable bytes replaced with U+FFFD)")
+        repaired[fixed_key] = fixed
+    record = repaired
     title = record.get("title")
-    if isinstance(title, str) and _has_undecodable(title):
-        errors.append("title is not valid UTF-8 (undecodable bytes replaced with U+FFFD)")
-        title = title.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
     media_type = str(record.get("media_type") or "").strip().lower()
     if media_type not in MEDIA_TYPES:
         errors.append(f"unknown media_type {record.get('media_type')!r} (expected one of {', '.join(MEDIA_TYPES)})")
@@ -138,6 +144,19 @@ def _parse_metadata(value) -> dict:
 
 def _has_undecodable(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _repair_utf8(value):
+    """The value with surrogate-escaped bytes replaced by U+FFFD, inside JSON lists and objects too."""
+    if isinstance(value, str):
+        if not _has_undecodable(value):
+            return value
+        return value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    if isinstance(value, list):
+        return [_repair_utf8(v) for v in value]
+    if isinstance(value, dict):
+        return {_repair_utf8(k): _repair_utf8(v) for k, v in value.items()}
+    return value
 
 
 # ---- MicroLens -------------------------------------------------------------------------------------

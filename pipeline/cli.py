@@ -21,6 +21,7 @@ app = typer.Typer(help="seerec: turn video and image items into recommendation f
 store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.batch_size=64.")]
@@ -35,7 +36,7 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            errors.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -50,7 +51,8 @@ def _config(config: Path | None, overrides: list[str] | None, verbose: bool = Fa
 @app.command()
 @user_errors
 def ingest(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-           source: Annotated[str | None, typer.Option(help="manifest|microlens|amazon-beauty|amazon-scientific")] = None,
+           source: Annotated[str | None,
+                             typer.Option(help="manifest|microlens|amazon-beauty|amazon-scientific")] = None,
            path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None):
     """Load a catalog (manifest, MicroLens or Amazon layout) into the item store."""
     from jobs.ingest import run_ingest
@@ -76,7 +78,8 @@ def search(config: ConfigOption = None, overrides: Overrides = None,
            image: Annotated[str | None, typer.Option(help="Find items that look like this image or video.")] = None,
            column: Annotated[str | None, typer.Option(help="Vector column (default: text_vec for --text, "
                                                              "clip_vec for --image).")] = None,
-           where: Annotated[list[str] | None, typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
+           where: Annotated[list[str] | None,
+                            typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
            k: Annotated[int, typer.Option("-k", help="How many results.")] = 10):
     """Search the store by text, by item (neighbours) or by image, with optional filters."""
     from pipeline.search import image_query_vector, text_query_vector

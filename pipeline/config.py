@@ -34,6 +34,9 @@ class StoreConfig(Section):
     index_min_rows: int = Field(20_000, ge=256)
     index_type: Literal["ivf_hnsw_sq", "ivf_pq"] = "ivf_hnsw_sq"
     metric: Literal["cosine", "l2", "dot"] = "cosine"
+    # Re-rank refine_factor * k index candidates by their exact distance (None: LanceDB's default, no
+    # re-ranking). ivf_pq's compressed distances need it for good recall, e.g. 10-20; costs some latency.
+    search_refine_factor: int | None = Field(None, ge=1)
 
 
 class RayConfig(Section):
@@ -96,6 +99,8 @@ class ImageEmbedConfig(Section):
 class EmbedConfig(Section):
     text: TextEmbedConfig = Field(default_factory=TextEmbedConfig)
     image: ImageEmbedConfig = Field(default_factory=ImageEmbedConfig)
+    # Optional conditions that restrict which items are embedded, e.g. ["media_type = video"].
+    where: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> EmbedConfig:
@@ -122,7 +127,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            # PyYAML's own message spans several lines (with a source excerpt); keep the one-sentence promise.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
         data = loaded or {}

@@ -19,6 +19,7 @@ _CONDITION = re.compile(
     r"(?P<op>!=|>=|<=|=|>|<|\bin\b|\bcontains\b|\bis\s+not\s+null\b|\bis\s+null\b)\s*(?P<value>.*?)\s*$",
     re.IGNORECASE,
 )
+_OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "contains", "is null", "is not null")
 
 
 class FilterError(ValueError):
@@ -33,6 +34,8 @@ class Condition:
 
     def to_sql(self, schema: pa.Schema) -> str:
         field = _scalar_field(schema, self.column)
+        if self.op not in _OPS:  # a Condition built in code skips parse_condition; its op goes into the SQL
+            raise FilterError(f"unknown filter operator {self.op!r}; use one of {', '.join(_OPS)}")
         column = f"`{self.column}`"
         if self.op in ("is null", "is not null"):
             return f"{column} {self.op.upper()}"

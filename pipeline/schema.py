@@ -16,8 +16,12 @@ KEY = "item_id"
 MEDIA_TYPES = ("video", "image", "text")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+# Declaring item_id as Lance's (unenforced) primary key makes merge_insert detect two writers inserting
+# the same new id at once (a retried conflict) instead of committing both rows as duplicates.
+PRIMARY_KEY = {"lance-schema:unenforced-primary-key": "true"}
+
 CATALOG_FIELDS = [
-    pa.field(KEY, pa.string(), nullable=False),
+    pa.field(KEY, pa.string(), nullable=False, metadata=PRIMARY_KEY),
     pa.field("media_uri", pa.string()),
     pa.field("media_type", pa.string()),
     pa.field("title", pa.string()),

@@ -19,7 +19,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import IvfHnswSq, IvfPq
+from lancedb.index import BTree, IvfHnswSq, IvfPq
 
 from pipeline.config import StoreConfig
 from pipeline.filters import Condition, quote_text, to_sql
@@ -103,11 +103,16 @@ class ItemStore:
         if rows.num_rows == 0:
             return UpsertResult()
         _check_unique(rows)
+        # Lance refuses a nullable primary-key field in the source, even one without nulls (checked above).
+        key = rows.schema.get_field_index(KEY)
+        rows = rows.cast(rows.schema.set(key, rows.schema.field(key).with_nullable(False)))
 
         def merge():
             builder = self.table.merge_insert(KEY).when_matched_update_all()
             if insert_new:
-                builder = builder.when_not_matched_insert_all()
+                # The scan join (not the item_id index) records the inserted ids, so two writers inserting
+                # the same new id conflict and retry instead of both committing it (needs PRIMARY_KEY).
+                builder = builder.when_not_matched_insert_all().use_index(False)
             # Null vectors mark failed items; LanceDB must keep them as nulls rather than reject them.
             return builder.execute(rows, on_bad_vectors="null")
 
@@ -148,9 +153,9 @@ class ItemStore:
         """Rows a stage still has to do: never done by this model, or failed last time."""
         conditions = [where] if where else []
         if not force and family.model_column in self.schema.names:
-            done = (f"(`{family.model_column}` = {quote_text(model_id)} AND `{family.error_column}` IS NULL "
-                    f"AND `{family.name}` IS NOT NULL)")
-            conditions.append(f"NOT {done}")
+            # Spelled out with IS NULL, because `NOT (model = x AND ...)` is NULL, not true, when model is NULL.
+            conditions.append(f"`{family.model_column}` IS NULL OR `{family.model_column}` != {quote_text(model_id)} "
+                              f"OR `{family.error_column}` IS NOT NULL OR `{family.name}` IS NULL")
         return self.scan([KEY, *columns], " AND ".join(f"({c})" for c in conditions) or None)
 
     def get(self, item_ids: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
@@ -177,6 +182,8 @@ class ItemStore:
         select = list(columns) if columns else [c.name for c in self.schema if not is_vector_field(c)]
         query = self.table.search(np.asarray(vector, np.float32), vector_column_name=column)
         query = query.distance_type(self.cfg.metric).select([*select, "_distance"]).limit(k)
+        if self.cfg.search_refine_factor:
+            query = query.refine_factor(self.cfg.search_refine_factor)
         if where:
             query = query.where(where, prefilter=True)
         return query.to_arrow()
@@ -206,7 +213,7 @@ class ItemStore:
         """Once per job: compact, index item_id, and (re)build vector indexes on big enough tables."""
         self._retry(lambda: self.table.optimize(), "optimize")
         if not any(KEY in idx.columns for idx in self.table.list_indices()):
-            self._retry(lambda: self.table.create_scalar_index(KEY, replace=True), "index item_id")
+            self._retry(lambda: self.table.create_index(KEY, config=BTree(), replace=True), "index item_id")
         for column in vector_columns:
             self.ensure_vector_index(column)
 

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real data folder, one local Ray for the session, tiny real-architecture models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SeerecConfig, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def require_shared(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: these tests need the real data in ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for all integration tests (starting Ray costs seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    from extractors.test_models import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture
+def make_config(tmp_path, tiny_clip):
+    """A config with a fresh store in tmp_path, small media settings and the tiny CLIP."""
+
+    def build(**sections) -> SeerecConfig:
+        data = {
+            "store": {"uri": str(tmp_path / "store"), "write_batch_rows": 64},
+            "ray": {"num_cpus": 2},
+            "media": {"num_frames": 4, "max_side": 128},
+            "embed": {"text": {"batch_size": 32}, "image": {"model": tiny_clip, "pretrained": None, "batch_size": 4}},
+        }
+        for name, values in sections.items():
+            data[name] = {**data.get(name, {}), **values}
+        return validate_config(data)
+
+    return build
