@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from extractors.embed import (
     ClipEmbedder,
@@ -27,7 +28,7 @@ from extractors.embed import (
 )
 from pipeline.config import SeerecConfig
 from pipeline.filters import to_sql
-from pipeline.runtime import FamilyWriter, StageSummary, init_ray, vector_column
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray, vector_column, work_dataset
 from pipeline.schema import KEY, Family, error_values, vector_family
 from pipeline.store import ItemStore
 
@@ -57,13 +58,15 @@ def embed_text(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Stag
     todo = store.pending(vector_family(family_name, 1), model_id, fields, force, _where(cfg, store))
     texts = [render_template(text_cfg.template, row, _metadata(row)) for row in todo.to_pylist()]
     todo = pa.table({KEY: todo[KEY], "text": pa.array(texts, pa.string())})
+    # Texts of similar length batch together, so little of each encoder call is spent on padding.
+    todo = todo.take(pc.sort_indices(pc.utf8_length(todo["text"])))
     total = store.count(_where(cfg, store))
     summary = StageSummary("embed-text", model_id, total=total, skipped=total - todo.num_rows)
     if todo.num_rows:
         init_ray(cfg.ray)
         import ray
 
-        results = _blocks(todo, text_cfg.batch_size, text_cfg.concurrency).map_batches(
+        results = work_dataset(todo, text_cfg.batch_size, text_cfg.concurrency).map_batches(
             TextEmbedder, fn_constructor_kwargs={"cfg": text_cfg.model_dump()}, batch_size=text_cfg.batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=text_cfg.concurrency),
             num_gpus=text_cfg.num_gpus, num_cpus=text_cfg.num_cpus,
@@ -88,7 +91,7 @@ def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Sta
         init_ray(cfg.ray)
         import ray
 
-        decoded = _blocks(todo, image_cfg.batch_size, image_cfg.decode_concurrency).map_batches(
+        decoded = work_dataset(todo, image_cfg.batch_size, image_cfg.decode_concurrency).map_batches(
             FrameDecoder, fn_constructor_kwargs={"cfg": cfg.media.model_dump()}, batch_size=image_cfg.batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=image_cfg.decode_concurrency),
         )
@@ -106,14 +109,6 @@ def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Sta
 
 def _where(cfg: SeerecConfig, store: ItemStore) -> str | None:
     return to_sql(cfg.embed.where, store.schema)
-
-
-def _blocks(table: pa.Table, batch_size: int, concurrency: int):
-    """Split the work into enough blocks to keep every actor busy, each a whole number of batches."""
-    import ray
-
-    per_block = max(batch_size, -(-table.num_rows // (4 * concurrency * batch_size)) * batch_size)
-    return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
 
 
 def _write(results, store: ItemStore, total: int, stage: str, column: str, model_id: str, source: str,

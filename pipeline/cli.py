@@ -72,6 +72,65 @@ def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Ver
 
 @app.command()
 @user_errors
+def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+             assign_only: Annotated[bool, typer.Option(help="Give IDs to new items with the saved tokenizer; "
+                                                            "never change existing IDs.")] = False):
+    """Turn vector columns into unique semantic IDs (residual k-means or RQ-VAE), with diagnostics."""
+    from jobs.quantize import run_quantize
+
+    run_quantize(_config(config, overrides, verbose), assign_only=assign_only)
+
+
+@app.command()
+@user_errors
+def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+          model: Annotated[str | None, typer.Option(help="popularity|content_knn|bpr|lightgcn|sasrec|"
+                                                         "sasrec_content|two_tower")] = None,
+          data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
+                                                        "pairs.csv, Parquet/CSV).")] = None):
+    """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""
+    from jobs.train import run_training
+
+    run_training(_config(config, overrides, verbose, **{"train.model": model, "train.data.path": data}))
+
+
+@app.command()
+@user_errors
+def compare(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+            models: Annotated[str | None, typer.Option(help="Comma-separated entries like "
+                                                            "'popularity,sasrec,two_tower:text_vec'.")] = None):
+    """Train several models/feature sets under one evaluation; writes a Markdown table, a CSV and a bar chart."""
+    from jobs.train import run_comparison
+
+    listed = f"[{models}]" if models else None
+    table = run_comparison(_config(config, overrides, verbose, **{"compare.models": listed}))
+    _print_table(table.to_dict("records"), "comparison (test)")
+
+
+@app.command()
+@user_errors
+def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+             force: Annotated[bool, typer.Option(help="Redo items already described by the same model and "
+                                                      "prompt.")] = False):
+    """Write a description of every video and image item with a multimodal LLM."""
+    from jobs.describe import run_describe
+
+    run_describe(_config(config, overrides, verbose), force=force)
+
+
+@app.command("make-test-model")
+def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
+                    seed: int = 0):
+    """Build a tiny random-weight Qwen2-VL checkpoint (offline) for tests and the demo; its text is gibberish."""
+    from extractors.test_models import make_tiny_qwen2_vl
+
+    setup_logging()
+    path = make_tiny_qwen2_vl(out, seed=seed)
+    console.print(f"wrote a tiny random-weight Qwen2-VL to {path}; use it with describe.model={path}")
+
+
+@app.command()
+@user_errors
 def search(config: ConfigOption = None, overrides: Overrides = None,
            text: Annotated[str | None, typer.Option(help="Find items matching this text.")] = None,
            item: Annotated[str | None, typer.Option(help="Find neighbours of this item_id.")] = None,

@@ -109,12 +109,232 @@ class EmbedConfig(Section):
         return self
 
 
+class RQVAEConfig(Section):
+    hidden: list[int] = Field(default_factory=lambda: [512, 256])
+    latent_dim: int = Field(64, ge=1)
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    # Commitment loss weight.
+    beta: float = Field(0.25, ge=0)
+    # Every this many steps, codes no item chose since the last check restart from current-batch residuals.
+    restart_every: int = Field(20, ge=0)
+
+
+class QuantizeConfig(Section):
+    # One vector column, or several concatenated in this order.
+    columns: list[str] = Field(default_factory=lambda: ["text_vec"], min_length=1)
+    tokenizer: Literal["rkmeans", "rqvae"] = "rkmeans"
+    levels: int = Field(3, ge=1, le=16)
+    codebook_size: int = Field(256, ge=2, le=32767)
+    # Input preprocessing, stored with the tokenizer: none, l2 (unit rows) or standardize (per dimension).
+    preprocess: Literal["none", "l2", "standardize"] = "l2"
+    # rkmeans: cluster each residual's direction rather than the residual itself.
+    normalize_residuals: bool = False
+    kmeans_iters: int = Field(50, ge=1)
+    # append: a last dedup level 0,1,2,... (IDs have levels+1 entries); reassign: nearest free last-level code.
+    collisions: Literal["append", "reassign"] = "append"
+    column: str = "semantic_id"
+    # Where the tokenizer (JSON + safetensors) and diagnostics (JSON + PNG) are written.
+    out_dir: str = "./seerec-tokenizer"
+    seed: int = 0
+    rqvae: RQVAEConfig = Field(default_factory=RQVAEConfig)
+
+
+class InteractionsConfig(Section):
+    # A Beauty.txt-style file (s3rec), a *.inter.json, a MicroLens pairs.csv, or a Parquet/CSV table with
+    # user_id,item_id,timestamp columns; "auto" decides from the file name.
+    path: str | None = None
+    format: Literal["auto", "s3rec", "inter-json", "pairs-csv", "table"] = "auto"
+    # Users with fewer interactions cannot give a training, a validation and a test item.
+    min_user_interactions: int = Field(3, ge=1)
+    # error: stop with one sentence naming the count; drop: drop those users and log how many.
+    short_users: Literal["error", "drop"] = "error"
+    # Join to the item store by item_id (interactions with items missing from it are dropped and reported),
+    # so that every store item is rankable, including items nobody interacted with.
+    join_store: bool = True
+    split: Literal["leave-one-out", "temporal", "cold-start"] = "leave-one-out"
+    # temporal: interactions before the valid_at quantile of all timestamps train, up to test_at validate.
+    valid_at: float = Field(0.8, gt=0, lt=1)
+    test_at: float = Field(0.9, gt=0, lt=1)
+    # cold-start: this share of items is held out of training (half for validation, half for test).
+    cold_items: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ordered_cuts(self) -> InteractionsConfig:
+        if self.valid_at >= self.test_at:
+            raise ValueError("train.data.valid_at must be smaller than train.data.test_at")
+        return self
+
+
+class PopularityConfig(Section):
+    pass
+
+
+class ContentKNNConfig(Section):
+    pass
+
+
+class BPRConfig(Section):
+    dim: int = Field(64, ge=1)
+    # L2 penalty on the embeddings of each batch.
+    reg: float = Field(1e-4, ge=0)
+
+
+class LightGCNConfig(Section):
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0, le=8)
+    reg: float = Field(1e-4, ge=0)
+
+
+class SASRecConfig(Section):
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(50, ge=2)
+    # ce: softmax over all items (the strong variant); bce: one sampled negative per position (2018 paper).
+    loss: Literal["ce", "bce"] = "ce"
+
+
+class SASRecContentConfig(SASRecConfig):
+    # Add a learned ID embedding to the projected content vector (off: items are their content only).
+    id_embedding: bool = True
+
+
+class TwoTowerConfig(Section):
+    dim: int = Field(64, ge=8)
+    hidden: int = Field(256, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # Learned per-item ID embedding added to the content tower (cold items keep a zero ID embedding).
+    id_embedding: bool = False
+    max_len: int = Field(50, ge=1)
+    # inbatch: the batch's other target items are the negatives; sampled: plus uniform training-item negatives.
+    loss: Literal["inbatch", "sampled"] = "sampled"
+    negatives: int = Field(256, ge=1)
+    temperature: float = Field(0.07, gt=0)
+
+
+class TrainConfig(Section):
+    model: Literal["popularity", "content_knn", "bpr", "lightgcn", "sasrec", "sasrec_content",
+                   "two_tower"] = "sasrec"
+    # Store vector columns concatenated into the item content vector (content models need at least one).
+    features: list[str] = Field(default_factory=list)
+    data: InteractionsConfig = Field(default_factory=InteractionsConfig)
+    # Run folder name under runs_dir (default: <model>-<features>-<time>).
+    name: str | None = None
+    runs_dir: str = "./runs"
+    epochs: int = Field(50, ge=0)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # Stop after this many validations without a better NDCG@10; the best epoch's weights are kept.
+    patience: int = Field(5, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    # Mask each user's history (training items; for test also the validation item) out of the ranking.
+    mask_history: bool = True
+    seed: int = 0
+    device: str = "auto"
+    # Torch CPU threads while training on the CPU (None: torch's default, one per core). On a busy machine
+    # 1 is often many times faster than oversubscribed threads that spin-wait for each other.
+    cpu_threads: int | None = Field(None, ge=1)
+    # >1: data-parallel training with this many Ray Train workers (one GPU each when the cluster has enough
+    # GPUs, else CPU workers); each trains on its share of the users and gradients are averaged every step.
+    workers: int = Field(1, ge=1)
+    progress: bool = True
+    # Write the trained item embeddings to this store vector column (provenance: the run id).
+    export_column: str | None = None
+    popularity: PopularityConfig = Field(default_factory=PopularityConfig)
+    content_knn: ContentKNNConfig = Field(default_factory=ContentKNNConfig)
+    bpr: BPRConfig = Field(default_factory=BPRConfig)
+    lightgcn: LightGCNConfig = Field(default_factory=LightGCNConfig)
+    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
+    sasrec_content: SASRecContentConfig = Field(default_factory=SASRecContentConfig)
+    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+
+
+class CompareConfig(Section):
+    # Each entry is a model, optionally with store feature columns: "sasrec", "two_tower:text_vec",
+    # "sasrec_content:text_vec+clip_vec". Every entry trains with the `train` section's settings.
+    models: list[str] = Field(default_factory=lambda: ["popularity", "bpr", "sasrec"], min_length=1)
+    name: str = "compare"
+
+
+DEFAULT_VIDEO_PROMPT = (
+    "Watch this short video and write one self-contained paragraph that describes it for a recommender "
+    "system. Say who and what appears on screen, what the core content is and what happens, the mood and "
+    "tone, the audience it seems made for, any cultural references, and any humour or parody. Describe only "
+    "what the video shows; do not invent details."
+)
+DEFAULT_IMAGE_PROMPT = (
+    "Look at this picture and write one self-contained paragraph that describes it for a recommender system. "
+    "Say who and what appears, what the core content is, the mood and tone, the audience it seems made for, "
+    "any cultural references, and any humour or parody. Describe only what the picture shows; do not invent "
+    "details."
+)
+
+
+class PromptConfig(Section):
+    video: str = DEFAULT_VIDEO_PROMPT
+    image: str = DEFAULT_IMAGE_PROMPT
+    # Bump when the meaning of a prompt changes without its text changing (e.g. new frame sampling).
+    version: str = "1"
+    # False is the "content only" setting: the model sees the media and nothing else.
+    include_title: bool = True
+    title_template: str = 'The uploader titled it "{title}".'
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(256, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    seed: int = 0
+
+
+class VllmConfig(Section):
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int = Field(16384, ge=256)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    dtype: str = "auto"
+    # Media items per prompt that vLLM must make room for (limit_mm_per_prompt).
+    max_videos_per_prompt: int = Field(1, ge=0)
+    max_images_per_prompt: int = Field(1, ge=0)
+
+
+class DescribeConfig(Section):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    # A hub id or a local checkpoint folder.
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    # How video frames are handed to vLLM: frame arrays (Qwen2/2.5-VL) or (frames, metadata) (Qwen3-VL).
+    model_family: Literal["auto", "qwen2_vl", "qwen3_vl"] = "auto"
+    column: str = "description"
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+    # Longest prompt (text plus visual tokens) the transformers backend accepts; longer items fail alone.
+    max_prompt_tokens: int | None = Field(None, ge=16)
+    batch_size: int = Field(4, ge=1)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    num_gpus: float = Field(0, ge=0)
+    num_cpus: float = Field(1, gt=0)
+    concurrency: int = Field(1, ge=1)
+    decode_concurrency: int = Field(1, ge=1)
+    where: list[str] = Field(default_factory=list)
+
+
 class SeerecConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    describe: DescribeConfig = Field(default_factory=DescribeConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SeerecConfig:

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from extractors.test_models import make_tiny_clip
+from extractors.semantic_ids import summary_line
+from extractors.test_models import make_tiny_clip, make_tiny_qwen2_vl
+from jobs.describe import run_describe
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
+from jobs.quantize import run_quantize
 from pipeline.config import SeerecConfig, validate_config
 from pipeline.search import text_query_vector
 from pipeline.store import ItemStore
@@ -33,6 +36,15 @@ def demo_config(out: Path, clip_model: str) -> SeerecConfig:
         "ingest": {"source": "manifest", "path": str(out / "catalog" / "catalog.parquet")},
         "embed": {"text": {"template": "{title}", "batch_size": 128},
                   "image": {"model": clip_model, "pretrained": None, "batch_size": 32}},
+        "describe": {"batch_size": 16, "generation": {"max_new_tokens": 24}},
+        # A few hundred items: 3 levels x 16 codes (the 3 x 256 default suits catalogs of many thousands).
+        "quantize": {"columns": ["text_vec"], "codebook_size": 16, "out_dir": str(out / "tokenizer")},
+        # A few epochs on the synthetic interactions: enough to separate the models, quick on 2 cores.
+        "train": {"data": {"path": str(out / "catalog" / "interactions.csv")}, "runs_dir": str(out / "runs"),
+                  "epochs": 15, "patience": 3, "batch_size": 128, "lr": 3e-3, "progress": False, "cpu_threads": 1,
+                  "sasrec": {"hidden": 32, "max_len": 30}, "two_tower": {"dim": 32, "hidden": 128, "max_len": 30}},
+        "compare": {"name": "compare",
+                    "models": ["popularity", "sasrec", "content_knn:text_vec", "two_tower:text_vec"]},
     })
 
 
@@ -47,15 +59,50 @@ def run_demo(out: Path, n_items: int = 300, n_users: int = 400, seed: int = 0) -
              "vectors carry little meaning here; production configs name e.g. ViT-B-32 with LAION weights)",
              clip_model.removeprefix("local-dir:"))
     cfg = demo_config(out, clip_model)
+    cfg.describe.model = str(make_tiny_qwen2_vl(out / "models" / "tiny-qwen2-vl", seed=seed))
     (out / "config.yaml").write_text(_yaml(cfg))
     report = {"ingest": json.loads(run_ingest(cfg).to_json()),
               "embed": [json.loads(s.to_json()) for s in run_embed(cfg)]}
+    report["describe"] = _describe(cfg)
+    report["quantize"] = json.loads(run_quantize(cfg).to_json())
+    diagnostics = json.loads((Path(cfg.quantize.out_dir) / "diagnostics.json").read_text())
+    log.info("semantic IDs: %s (diagnostics in %s)", summary_line(diagnostics), cfg.quantize.out_dir)
+    report["quantize"]["diagnostics"] = summary_line(diagnostics)
     report["search"] = _search_examples(cfg, catalog.manifest)
+    report["recommenders"] = _recommenders(cfg)
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     log.info("demo finished in %.0fs; config in %s, report in %s", report["seconds"], out / "config.yaml",
              out / "report.json")
     return report
+
+
+def _describe(cfg: SeerecConfig) -> dict:
+    """Describe every item with a tiny random-weight Qwen2-VL, then embed the descriptions as `desc_vec`."""
+    log.info("describing with a tiny random-weight Qwen2-VL (%s): its descriptions are gibberish from random "
+             "weights; the decoding, prompting, batching and store writes around them are real. Production "
+             "configs name e.g. Qwen/Qwen2.5-VL-7B-Instruct with vLLM on a GPU", cfg.describe.model)
+    summary = run_describe(cfg)
+    sample = ItemStore(cfg.store).scan(["item_id", "description"], "description IS NOT NULL").slice(0, 1).to_pylist()
+    if sample:
+        log.info("a description (random weights): %s → %r", sample[0]["item_id"], sample[0]["description"][:80])
+    text = cfg.embed.text.model_copy(update={"column": "desc_vec", "template": "{description}"})
+    described = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={
+        "text": text, "image": cfg.embed.image.model_copy(update={"enabled": False})})})
+    return {"summary": json.loads(summary.to_json()),
+            "embed_descriptions": [json.loads(s.to_json()) for s in run_embed(described)]}
+
+
+def _recommenders(cfg: SeerecConfig) -> list[dict]:
+    """Train popularity, SASRec and two content models on the synthetic interactions; print the comparison."""
+    from recommenders.train import run_compare
+
+    started = time.perf_counter()
+    table, out_dir = run_compare(cfg)
+    log.info("trained %d recommenders in %.0fs (leave-one-out, full ranking over all items, history masked); "
+             "runs and comparison in %s", len(table), time.perf_counter() - started, out_dir)
+    print((out_dir / "compare.md").read_text())
+    return table.to_dict("records")
 
 
 def _search_examples(cfg: SeerecConfig, manifest: Path) -> dict:

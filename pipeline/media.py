@@ -51,6 +51,8 @@ class DecodedMedia:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     timestamps: np.ndarray  # (T,) float32 seconds
     fps: float  # source fps (0.0 for images)
+    indices: np.ndarray  # (T,) int64 source frame numbers, as video models' metadata wants them
+    total_frames: int  # frames in the source (1 for images)
 
 
 def frame_indices(num_source_frames: int, source_fps: float, cfg: MediaConfig) -> np.ndarray:
@@ -147,11 +149,12 @@ def _probe_video(source: Source) -> _VideoInfo:
 def _decord_video(source: Source, info: _VideoInfo, size: tuple[int, int], cfg: MediaConfig) -> DecodedMedia:
     reader = decord.VideoReader(_rewound(source), ctx=decord.cpu(0), width=size[0], height=size[1])
     fps = float(reader.get_avg_fps() or info.fps)
-    indices = frame_indices(len(reader), fps, cfg)
+    total = len(reader)
+    indices = frame_indices(total, fps, cfg)
     frames = reader.get_batch(indices).asnumpy()
     reader.seek(0)  # decord keeps decoded state after a big get_batch; seeking back releases it
     del reader
-    return DecodedMedia(frames, _times(indices, fps), fps)
+    return DecodedMedia(frames, _times(indices, fps), fps, indices.astype(np.int64), total)
 
 
 def _pyav_video(source: Source, info: _VideoInfo, size: tuple[int, int], cfg: MediaConfig) -> DecodedMedia:
@@ -177,7 +180,8 @@ def _pyav_video(source: Source, info: _VideoInfo, size: tuple[int, int], cfg: Me
                 break
     if target is not None:
         raise MediaError(f"is corrupt: decoding ended before frame {target} of {info.num_frames}")
-    return DecodedMedia(np.stack(frames), _times(indices, info.fps), info.fps)
+    return DecodedMedia(np.stack(frames), _times(indices, info.fps), info.fps, indices.astype(np.int64),
+                        info.num_frames)
 
 
 def _times(indices: np.ndarray, fps: float) -> np.ndarray:
@@ -211,7 +215,7 @@ def load_image(uri: str, cfg: MediaConfig) -> DecodedMedia:
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     frames = np.asarray(rgb, dtype=np.uint8)[None]
-    return DecodedMedia(frames, np.zeros(1, np.float32), 0.0)
+    return DecodedMedia(frames, np.zeros(1, np.float32), 0.0, np.zeros(1, np.int64), 1)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -271,7 +275,8 @@ def _failure(kind: str, uri: str, what: str, exc: Exception) -> MediaError:
 
 
 def decode_batch(batch: dict[str, np.ndarray], cfg: MediaConfig) -> dict[str, np.ndarray]:
-    """Ray Data `map_batches(batch_format="numpy")` stage: add `frames`, `frame_times` and `media_error`.
+    """Ray Data `map_batches(batch_format="numpy")` stage: add `frames`, `frame_times`, `frame_indices`,
+    `source_fps`, `source_frames` and `media_error`.
 
     A failed row gets an empty (0, 1, 1, 3) frame array, empty times and its error record; it never raises.
     """
@@ -279,16 +284,21 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: MediaConfig) -> dict[str, np
     frames = np.empty(n, dtype=object)
     times = np.empty(n, dtype=object)
     errors = np.empty(n, dtype=object)
+    indices = np.array([np.zeros(0, np.int64) for _ in range(n)] + [None], dtype=object)[:n]
+    fps = np.zeros(n, np.float32)
+    totals = np.zeros(n, np.int64)
     for i, (uri, media_type) in enumerate(zip(batch["media_uri"], batch["media_type"], strict=True)):
         try:
             decoded = decode_item(uri, media_type, cfg)
             frames[i], times[i], errors[i] = decoded.frames, decoded.timestamps, None
+            indices[i], fps[i], totals[i] = decoded.indices, decoded.fps, decoded.total_frames
         except MediaError as exc:
             frames[i], times[i], errors[i] = *_empty(), str(exc)
         except Exception as exc:  # a bug of ours should still cost one row, not the job
             frames[i], times[i] = _empty()
             errors[i] = str(_failure(media_type, uri, "failed unexpectedly", exc))
-    return {**batch, "frames": frames, "frame_times": times, "media_error": errors}
+    return {**batch, "frames": frames, "frame_times": times, "frame_indices": indices, "source_fps": fps,
+            "source_frames": totals, "media_error": errors}
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:

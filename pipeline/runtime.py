@@ -89,6 +89,18 @@ def vector_column(vectors: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1], mask=pa.array(~valid))
 
 
+def work_dataset(table: pa.Table, batch_size: int, concurrency: int):
+    """The work as a Ray dataset of small blocks (a few batches each).
+
+    Small blocks keep every actor busy and let results stream back to the driver's writer early, instead
+    of arriving in a few large lumps at the end.
+    """
+    import ray
+
+    per_block = batch_size * max(1, min(4, -(-table.num_rows // (batch_size * 2 * concurrency))))
+    return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
+
+
 class FamilyWriter:
     """Buffers a stage's result rows on the driver and merges them into the store in bulk."""
 

@@ -82,6 +82,21 @@ def vector_family(column: str, dim: int) -> Family:
     return Family(pa.field(column, vector_type(dim)), (pa.field(f"{column}_source", pa.string()),))
 
 
+def description_family(column: str = "description") -> Family:
+    """An MLLM description, with the prompt that asked for it, the generation settings and token counts."""
+    return Family(pa.field(column, pa.string()), (
+        pa.field(f"{column}_prompt_id", pa.string()),
+        pa.field(f"{column}_params", pa.string()),
+        pa.field(f"{column}_prompt_tokens", pa.int32()),
+        pa.field(f"{column}_tokens", pa.int32()),
+    ))
+
+
+def semantic_id_family(column: str = "semantic_id") -> Family:
+    """An item's semantic ID: a short tuple of small code ints, unique across the catalog."""
+    return Family(pa.field(column, pa.list_(pa.int16())))
+
+
 def is_vector_field(field: pa.Field) -> bool:
     return pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type)
 

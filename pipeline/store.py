@@ -143,19 +143,25 @@ class ItemStore:
             self.require_columns(columns)
         return self.table.to_lance().to_table(columns=list(columns) if columns else None, filter=where)
 
-    def require_columns(self, columns: Iterable[str]) -> None:
-        missing = [c for c in columns if c not in self.schema.names]
+    def require_columns(self, columns: Iterable[str], schema: pa.Schema | None = None) -> None:
+        names = (schema or self.schema).names
+        missing = [c for c in columns if c not in names]
         if missing:
-            raise StoreError(f"the store has no column {missing[0]!r}; available: {', '.join(self.schema.names)}")
+            raise StoreError(f"the store has no column {missing[0]!r}; available: {', '.join(names)}")
 
     def pending(self, family: Family, model_id: str, columns: Sequence[str], force: bool = False,
-                where: str | None = None) -> pa.Table:
-        """Rows a stage still has to do: never done by this model, or failed last time."""
+                where: str | None = None, settings: dict[str, Sequence[str]] | None = None) -> pa.Table:
+        """Rows a stage still has to do: never done by this model (and, per `settings` column, with one of the
+        accepted values, e.g. the current prompt ids), or failed last time."""
         conditions = [where] if where else []
         if not force and family.model_column in self.schema.names:
             # Spelled out with IS NULL, because `NOT (model = x AND ...)` is NULL, not true, when model is NULL.
-            conditions.append(f"`{family.model_column}` IS NULL OR `{family.model_column}` != {quote_text(model_id)} "
-                              f"OR `{family.error_column}` IS NOT NULL OR `{family.name}` IS NULL")
+            redo = [f"`{family.model_column}` IS NULL", f"`{family.model_column}` != {quote_text(model_id)}",
+                    f"`{family.error_column}` IS NOT NULL", f"`{family.name}` IS NULL"]
+            for column, accepted in (settings or {}).items():
+                values = ", ".join(quote_text(v) for v in accepted)
+                redo += [f"`{column}` IS NULL", f"`{column}` NOT IN ({values})"]
+            conditions.append(" OR ".join(redo))
         return self.scan([KEY, *columns], " AND ".join(f"({c})" for c in conditions) or None)
 
     def get(self, item_ids: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
@@ -174,12 +180,13 @@ class ItemStore:
                       conditions: Sequence[Condition | str] = (), columns: Sequence[str] | None = None,
                       exclude: Sequence[str] = ()) -> pa.Table:
         """Nearest items to a vector, optionally restricted by safe structured conditions."""
-        self._vector_field(column, len(vector))
-        where = to_sql(conditions, self.schema)
+        schema = self.schema  # one read: each read of a consistent table checks for a newer version
+        self._vector_field(column, len(vector), schema)
+        where = to_sql(conditions, schema)
         if exclude:
             skip = f"`{KEY}` NOT IN ({', '.join(quote_text(i) for i in exclude)})"
             where = f"{where} AND {skip}" if where else skip
-        select = list(columns) if columns else [c.name for c in self.schema if not is_vector_field(c)]
+        select = list(columns) if columns else [c.name for c in schema if not is_vector_field(c)]
         query = self.table.search(np.asarray(vector, np.float32), vector_column_name=column)
         query = query.distance_type(self.cfg.metric).select([*select, "_distance"]).limit(k)
         if self.cfg.search_refine_factor:
@@ -199,9 +206,10 @@ class ItemStore:
         return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions,
                                   exclude=[item_id])
 
-    def _vector_field(self, column: str, dim: int | None = None) -> pa.Field:
-        self.require_columns([column])
-        field = self.schema.field(column)
+    def _vector_field(self, column: str, dim: int | None = None, schema: pa.Schema | None = None) -> pa.Field:
+        schema = schema or self.schema
+        self.require_columns([column], schema)
+        field = schema.field(column)
         if not is_vector_field(field):
             raise StoreError(f"column {column!r} is not a vector column (it holds {field.type})")
         if dim is not None and field.type.list_size != dim:

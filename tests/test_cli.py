@@ -19,11 +19,11 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = run(SEEREC, "--help")
     assert result.returncode == 0
-    for command in ("ingest", "embed", "search", "store", "config", "demo"):
+    for command in ("ingest", "embed", "quantize", "search", "store", "config", "demo"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("job", ["ingest", "embed"])
+@pytest.mark.parametrize("job", ["ingest", "embed", "quantize"])
 def test_jobs_run_as_modules(job):
     result = run(sys.executable, "-m", f"jobs.{job}", "--help")
     assert result.returncode == 0 and "--config" in result.stdout
@@ -63,6 +63,8 @@ def test_demo_end_to_end(tmp_path):
     assert report["search"]["hits"]
     # Real MiniLM text vectors group items by their latent topic far above chance (1/8).
     assert report["search"]["topic_agreement@5"]["text_vec"] > 0.5
+    assert report["quantize"]["done"] == 40 and "0 duplicate IDs" in report["quantize"]["diagnostics"]
+    assert (tmp_path / "demo" / "tokenizer" / "diagnostics.png").is_file()
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),

@@ -1,0 +1,104 @@
+"""Describe throughput: the Ray job (`run_describe`) against a plain loop over the same backend.
+
+Both sides use the same model, batch size, generation settings and items, and both decode the media
+themselves (the loop with `decode_item`, the job in its decoding pool). Only the job also writes every
+description to the store with its provenance. Each side's time includes loading the model; Ray itself is
+started before the clock runs, because a long-lived cluster is how jobs run in production.
+
+On CPU with the tiny random-weight Qwen2-VL (`--model` builds one when omitted):
+    python benchmarks/bench_describe.py --items 96 --batch-size 8 --out benchmarks/results/describe.json
+On a GPU with a real model and vLLM, see benchmarks/gpu_describe.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from common import write_result
+
+from extractors.describe.backends import DescribeRequest, make_backend
+from extractors.describe.prompts import PromptSet
+from jobs.describe import run_describe
+from jobs.ingest import run_ingest
+from pipeline.config import validate_config
+from pipeline.media import decode_item
+from pipeline.runtime import init_ray, setup_logging
+from pipeline.synthetic import make_catalog
+
+
+def plain_loop(cfg, manifest: Path) -> tuple[float, int, int]:
+    """Decode each batch of items, then call the backend on it; nothing is written anywhere."""
+    started = time.perf_counter()
+    backend = make_backend(cfg.describe)
+    prompts = PromptSet(cfg.describe.prompts)
+    items = pd.read_parquet(manifest)
+    tokens = done = 0
+    for start in range(0, len(items), cfg.describe.batch_size):
+        requests = []
+        for row in items.iloc[start:start + cfg.describe.batch_size].itertuples():
+            media = decode_item(row.media_uri, row.media_type, cfg.media)
+            requests.append(DescribeRequest(row.media_type, prompts.render(row.media_type, row.title), media.frames,
+                                            media.fps, media.indices, media.total_frames))
+        generations = backend.generate(requests)
+        tokens += sum(g.generated_tokens for g in generations)
+        done += len(generations)
+    return time.perf_counter() - started, done, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--model", help="checkpoint folder or hub id (default: build the tiny test model)")
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    parser.add_argument("--num-gpus", type=float, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    setup_logging()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = args.model
+        if model is None:
+            from extractors.test_models import make_tiny_qwen2_vl
+
+            model = str(make_tiny_qwen2_vl(root / "tiny-qwen2-vl"))
+        catalog = make_catalog(root / "catalog", n_items=args.items, n_users=2, seed=0)
+        cfg = validate_config({
+            "store": {"uri": str(root / "store")},
+            "media": {"num_frames": 8, "max_side": 448},
+            "ingest": {"source": "manifest", "path": str(catalog.manifest)},
+            "describe": {"model": model, "backend": args.backend, "batch_size": args.batch_size,
+                         "num_gpus": args.num_gpus, "generation": {"max_new_tokens": args.max_new_tokens}},
+        })
+        run_ingest(cfg)
+        init_ray(cfg.ray)
+
+        loop_seconds, loop_items, loop_tokens = plain_loop(cfg, catalog.manifest)
+        job = run_describe(cfg)
+
+    loop_rate, job_rate = loop_items / loop_seconds, (job.done + job.failed) / job.seconds
+    job_tokens = job.extra.get("tokens_generated", 0)
+    print(f"{'':24}{'items/s':>10}{'tokens/s':>10}{'seconds':>10}")
+    print(f"{'plain loop':24}{loop_rate:10.2f}{loop_tokens / loop_seconds:10.1f}{loop_seconds:10.1f}")
+    print(f"{'seerec describe job':24}{job_rate:10.2f}{job_tokens / job.seconds:10.1f}{job.seconds:10.1f}")
+    print(f"ratio job/loop (items/s): {job_rate / loop_rate:.2f}")
+    if args.out:
+        write_result(args.out, {
+            "benchmark": "describe", "model": model if args.model else "tiny random-weight Qwen2-VL (test model)",
+            "backend": args.backend, "items": args.items, "batch_size": args.batch_size,
+            "max_new_tokens": args.max_new_tokens,
+            "loop": {"seconds": loop_seconds, "items_per_s": loop_rate, "tokens_per_s": loop_tokens / loop_seconds},
+            "job": {"seconds": job.seconds, "items_per_s": job_rate, "tokens_per_s": job_tokens / job.seconds,
+                    "done": job.done, "failed": job.failed},
+            "ratio": job_rate / loop_rate,
+        })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Describe video and image items with a multimodal LLM (`seerec describe`, `python -m jobs.describe`).
+
+Ray Data: the items still to do → a CPU decoding pool (frames or the image) → an actor pool holding the
+model (transformers or vLLM, `num_gpus` per actor) → descriptions stream to the driver, which merges
+them into the store in bulk. Items already described by the same model with the same prompt are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from extractors.describe.describer import Describer
+from extractors.describe.prompts import PromptSet
+from pipeline.config import SeerecConfig
+from pipeline.filters import to_sql
+from pipeline.media import FrameDecoder
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray, work_dataset
+from pipeline.schema import KEY, Family, description_family, error_values
+from pipeline.store import ItemStore
+
+log = logging.getLogger("seerec.describe")
+
+
+def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
+    d = cfg.describe
+    store = ItemStore(cfg.store)
+    family = description_family(d.column)
+    prompts = PromptSet(d.prompts)
+    started = time.perf_counter()
+    where = " AND ".join(filter(None, ["`media_type` IN ('video', 'image')", to_sql(d.where, store.schema)]))
+    todo = store.pending(family, d.model, ["media_uri", "media_type", "title"], force, where,
+                         settings={family.extras[0].name: prompts.ids()})
+    total = store.count(where)
+    summary = StageSummary("describe", d.model, total=total, skipped=total - todo.num_rows)
+    if todo.num_rows:
+        init_ray(cfg.ray)
+        import ray
+
+        decoded = work_dataset(todo, d.batch_size, d.concurrency).map_batches(
+            FrameDecoder, fn_constructor_kwargs={"cfg": cfg.media.model_dump()}, batch_size=d.batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=d.decode_concurrency),
+        )
+        described = decoded.map_batches(
+            Describer, fn_constructor_kwargs={"cfg": d.model_dump()}, batch_size=d.batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=d.concurrency),
+            num_gpus=d.num_gpus, num_cpus=d.num_cpus,
+        )
+        params = json.dumps({"backend": d.backend, **d.generation.model_dump(), "media": cfg.media.model_dump()},
+                            sort_keys=True)
+        writer = FamilyWriter(store, family, todo.num_rows, "describe")
+        tokens = 0
+        for batch in described.iter_batches(batch_size=None, batch_format="numpy"):
+            rows = description_rows(batch, family, d.model, params)
+            tokens += int(np.sum(batch["tokens"]))
+            writer.add(rows)
+        writer.close()
+        summary.done, summary.failed = writer.done, writer.failed
+        store.finalize()
+        summary.extra["tokens_generated"] = tokens
+    summary.seconds = time.perf_counter() - started
+    if summary.seconds and "tokens_generated" in summary.extra:
+        summary.extra["tokens_per_second"] = round(summary.extra["tokens_generated"] / summary.seconds, 2)
+    summary.log()
+    return summary
+
+
+def description_rows(batch: dict[str, np.ndarray], family: Family, model_id: str, params: str) -> pa.Table:
+    errors = error_values(batch["error"])
+    n = len(errors)
+    texts = [t if isinstance(t, str) else None for t in batch["description"]]
+    prompt_id, params_column, prompt_tokens, tokens = (f.name for f in family.extras)
+    return pa.table({
+        KEY: pa.array(batch["item_id"], pa.string()),
+        family.name: pa.array(texts, pa.string()),
+        family.model_column: pa.array([model_id] * n, pa.string()),
+        family.time_column: pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
+        family.error_column: pa.array(list(errors), pa.string()),
+        prompt_id: pa.array([p if isinstance(p, str) else None for p in batch["prompt_id"]], pa.string()),
+        params_column: pa.array([params] * n, pa.string()),
+        prompt_tokens: pa.array(batch["prompt_tokens"], pa.int32()),
+        tokens: pa.array(batch["tokens"], pa.int32()),
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.common import job_main
+
+    return job_main(run_describe, "Describe video and image items with a multimodal LLM.", argv,
+                    {"force": "re-describe items already described by the same model and prompt"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

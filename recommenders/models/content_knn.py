@@ -1,0 +1,34 @@
+"""Content kNN: the cosine between the mean of a user's history content vectors and every item's vector.
+
+No training. Items without a content vector (zero rows) score 0. It ranks items nobody interacted with,
+so it is the simplest cold-start baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recommenders.base import Recommender
+
+
+class ContentKNN(Recommender):
+    name = "content_knn"
+    trainable = False
+    needs_features = True
+
+    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, **hparams):
+        super().__init__(n_users, n_items, F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1),
+                         **hparams)
+
+    def score(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        profiles = torch.stack([self.features[torch.as_tensor(h, dtype=torch.long, device=self.device)].mean(0)
+                                if len(h) else torch.zeros(self.features.shape[1], device=self.device)
+                                for h in histories])
+        return F.normalize(profiles, dim=1) @ self.features.T
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.features

@@ -1,0 +1,32 @@
+"""SASRec with content: each item is a projection of its frozen content vector (e.g. `text_vec`), plus an
+optional learned ID embedding. Everything else — blocks, losses, scoring — is sasrec.py's SASRec.
+
+With `id_embedding: false` an item is its content only, so items that share a text share a
+representation; with it, the ID embedding (started at zero) learns what the content misses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recommenders.models.sasrec import SASRec
+
+
+class SASRecContent(SASRec):
+    name = "sasrec_content"
+    needs_features = True
+
+    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, id_embedding: bool = True, **hparams):
+        features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
+        super().__init__(n_users, n_items, features, id_embedding=id_embedding, **hparams)
+        if id_embedding:
+            nn.init.zeros_(self.item_emb.weight)
+        else:
+            self.item_emb = None
+        self.project = nn.Sequential(nn.Linear(features.shape[1], self.hidden), nn.LayerNorm(self.hidden))
+
+    def item_table(self) -> torch.Tensor:
+        table = self.project(self.features) * self.hidden ** -0.5
+        return table if self.item_emb is None else table + self.item_emb.weight
