@@ -57,6 +57,9 @@ def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
         writer = FamilyWriter(store, family, todo.num_rows, "describe")
         tokens = 0
         for batch in described.iter_batches(batch_size=None, batch_format="numpy"):
+            if "first_result_s" not in summary.extra:  # start-up cost: workers, model load, first batch
+                summary.extra["first_result_s"] = round(time.perf_counter() - started, 2)
+                summary.extra["first_result_items"] = len(batch["item_id"])
             rows = description_rows(batch, family, d.model, params)
             tokens += int(np.sum(batch["tokens"]))
             writer.add(rows)

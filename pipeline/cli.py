@@ -85,7 +85,7 @@ def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: 
 @user_errors
 def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
           model: Annotated[str | None, typer.Option(help="popularity|content_knn|bpr|lightgcn|sasrec|"
-                                                         "sasrec_content|two_tower")] = None,
+                                                         "sasrec_content|two_tower|tiger")] = None,
           data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
                                                         "pairs.csv, Parquet/CSV).")] = None):
     """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""

@@ -216,9 +216,40 @@ class TwoTowerConfig(Section):
     temperature: float = Field(0.07, gt=0)
 
 
+class TigerConfig(Section):
+    # Store column with the items' semantic IDs (`seerec quantize`); items without one are never recommended.
+    semantic_id_column: str = "semantic_id"
+    # TIGER's size is 4+4 layers, d_model 128, 6 heads of 64; torch's layers need d_model % heads == 0,
+    # so the default is 4 heads of 32.
+    d_model: int = Field(128, ge=8)
+    encoder_layers: int = Field(4, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ff: int = Field(1024, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # The encoder reads the last max_items items of the history, each as its semantic-ID codes.
+    max_items: int = Field(20, ge=1)
+    # Hashed user tokens prepended to the encoder input (0: none, a START token instead).
+    user_buckets: int = Field(2000, ge=0)
+    # Codes per level (None: the largest code in the catalog + 1). Set it to the tokenizer's codebook size
+    # (or more, for dedup levels) when new items may bring codes the training catalog did not use.
+    codebook_size: int | None = Field(None, ge=1)
+    # Beam width of the generated ranking (items outside the beam score -inf), and whether the prefix trie
+    # constrains decoding to catalog items. exact: score every catalog item by its log-likelihood instead.
+    beam_size: int = Field(20, ge=1)
+    constrained: bool = True
+    scoring: Literal["beam", "exact"] = "beam"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TigerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"train.tiger.d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class TrainConfig(Section):
     model: Literal["popularity", "content_knn", "bpr", "lightgcn", "sasrec", "sasrec_content",
-                   "two_tower"] = "sasrec"
+                   "two_tower", "tiger"] = "sasrec"
     # Store vector columns concatenated into the item content vector (content models need at least one).
     features: list[str] = Field(default_factory=list)
     data: InteractionsConfig = Field(default_factory=InteractionsConfig)
@@ -252,6 +283,7 @@ class TrainConfig(Section):
     sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
     sasrec_content: SASRecContentConfig = Field(default_factory=SASRecContentConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+    tiger: TigerConfig = Field(default_factory=TigerConfig)
 
 
 class CompareConfig(Section):

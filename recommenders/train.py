@@ -205,7 +205,10 @@ def run_train(cfg: SeerecConfig, prepared: Prepared | None = None) -> RunResult:
     prepared = prepared or prepare_data(cfg)
     split, interactions = prepared.split, prepared.interactions
     features, feature_report = None, {}
-    if tcfg.features:
+    load_item_inputs = getattr(MODELS[tcfg.model], "load_item_inputs", None)
+    if load_item_inputs is not None:  # e.g. a generative model's semantic IDs, read from the store
+        features, feature_report = load_item_inputs(prepared.store, tcfg, list(interactions.item_ids))
+    elif tcfg.features:
         from recommenders.features import load_item_features
 
         features, feature_report = load_item_features(prepared.store, tcfg.features, list(interactions.item_ids))
@@ -227,7 +230,10 @@ def run_train(cfg: SeerecConfig, prepared: Prepared | None = None) -> RunResult:
         history = fit(model, split, tcfg)
     train_seconds = time.perf_counter() - started
     valid = evaluate(model, split.valid, tcfg.mask_history, batch_size=tcfg.eval_batch_size)
+    if hasattr(model, "reset_decode_stats"):  # generative models: count invalid IDs of the test ranking only
+        model.reset_decode_stats()
     test = evaluate(model, split.test, tcfg.mask_history, batch_size=tcfg.eval_batch_size)
+    decoding = model.decode_report() if hasattr(model, "decode_report") else None
     test_other = evaluate(model, split.test, not tcfg.mask_history, batch_size=tcfg.eval_batch_size)
     other = "test_unmasked" if tcfg.mask_history else "test_masked"
     metrics = {
@@ -238,6 +244,8 @@ def run_train(cfg: SeerecConfig, prepared: Prepared | None = None) -> RunResult:
         "device": str(model.device), "seed": tcfg.seed, "split": split.summary(), "data": interactions.report,
         "features_report": feature_report, "history": history,
     }
+    if decoding is not None:
+        metrics["decoding"] = decoding
     _write_run(run_dir, cfg, model, metrics, interactions, test, run_id)
     if tcfg.export_column:
         export_item_embeddings(prepared.store, tcfg.export_column, model, interactions.item_ids, run_id,

@@ -1,0 +1,118 @@
+"""seerec's generative recommender (TIGER) on Amazon Beauty, against TIGER's published numbers.
+
+Semantic IDs: rkmeans 3 x 256 (+ append dedup level) over the MiniLM text vectors of the items (brand +
+categories), cached by bench_semantic_ids.py in benchmarks/.cache/beauty-minilm.npy. Split: leave-one-out,
+full ranking, history masked (unmasked reported too). Selection: best validation NDCG@10 (early stopping in
+the shared loop). Reports Recall/NDCG@5/10 on test next to TIGER's .0454/.0648 (Recall@5/10) and .0321/.0384
+(NDCG@5/10), the training budget (epochs, seconds, device), the invalid-ID rate, and the per-user inference
+latency at beam 20 on CPU (batch 1, and amortised over a batch of 256 users).
+
+    .venv/bin/python benchmarks/bench_tiger_beauty.py [--epochs 200] [--users 2000 (smoke only)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, write_result  # noqa: E402
+from extractors.semantic_ids import make_tokenizer, resolve  # noqa: E402
+from pipeline.config import validate_config  # noqa: E402
+from recommenders.data import leave_one_out, load_interactions  # noqa: E402
+from recommenders.evaluate import evaluate  # noqa: E402
+from recommenders.train import build_model, fit  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
+CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
+OUT = REPO / "benchmarks" / "results" / "tiger_beauty.json"
+PUBLISHED = {"recall@5": 0.0454, "recall@10": 0.0648, "ndcg@5": 0.0321, "ndcg@10": 0.0384}
+
+
+def semantic_ids(vectors: np.ndarray, levels: int, codebook: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    tokenizer = make_tokenizer("rkmeans", levels=levels, codebook_size=codebook, preprocess="l2", seed=seed)
+    tokenizer.fit(vectors)
+    ids = resolve(tokenizer.encode(vectors), "append").astype(np.int64)
+    return ids, time.perf_counter() - started
+
+
+def latency(model, split, beam: int, n: int = 64) -> dict:
+    """Seconds per user of constrained beam search on the CPU: one user at a time, and 256 users at once."""
+    model = model.cpu().eval()
+    torch.set_num_threads(1)  # one core per request, as a server would run it (and no spin-waits on a busy machine)
+    users, histories = torch.as_tensor(split.test.users), split.test.histories
+    started = time.perf_counter()
+    for i in range(n):
+        model.beam_search(users[i:i + 1], histories[i:i + 1], beam)
+    single = (time.perf_counter() - started) / n
+    batch = min(256, len(histories))
+    started = time.perf_counter()
+    model.beam_search(users[:batch], histories[:batch], beam)
+    return {"beam": beam, "threads": torch.get_num_threads(), "ms_per_user_batch1": round(1000 * single, 2),
+            "ms_per_user_batch256": round(1000 * (time.perf_counter() - started) / batch, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--codebook", type=int, default=256)
+    parser.add_argument("--tiger", default="{}", help='JSON overrides of train.tiger, e.g. \'{"d_model": 64}\'')
+    parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
+    parser.add_argument("--cpu-threads", type=int, default=None)
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = load_interactions(DATA / "Beauty.txt")
+    if args.users:
+        data.sequences, data.user_ids = data.sequences[:args.users], data.user_ids[:args.users]
+    split = leave_one_out(data)
+    vectors = np.load(CACHE)
+    assert len(vectors) == data.n_items and list(data.item_ids) == [str(i) for i in range(1, data.n_items + 1)]
+    ids, id_seconds = semantic_ids(vectors, args.levels, args.codebook)
+    print(f"Beauty: {data.n_users} users, {data.n_items} items; IDs {ids.shape[1]} codes in {id_seconds:.0f}s; "
+          f"{device}", flush=True)
+    tiger = {"codebook_size": int(ids.max()) + 1, **json.loads(args.tiger)}
+    tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": args.epochs, "progress": False,
+                                      "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
+                                      "eval_batch_size": 1024, "cpu_threads": args.cpu_threads}}).train
+    model = build_model(tcfg, split.n_users, split.n_items, ids)
+    started = time.perf_counter()
+    history = fit(model, split, tcfg)
+    seconds = time.perf_counter() - started
+    model.reset_decode_stats()
+    test = evaluate(model, split.test).metrics
+    decoding = model.decode_report()
+    result = {
+        "dataset": "amazon-beauty", "split": "leave-one-out", "users": data.n_users, "device": device,
+        "semantic_ids": {"tokenizer": "rkmeans", "levels": args.levels, "codebook": args.codebook,
+                         "dedup": "append", "input": "MiniLM of brand + categories", "seconds": round(id_seconds, 1)},
+        "hparams": model.hparams, "train": {"epochs": args.epochs, "patience": args.patience, "lr": args.lr,
+                                            "batch_size": args.batch_size},
+        "valid": evaluate(model, split.valid).metrics, "test_masked": test,
+        "test_unmasked": evaluate(model, split.test, mask_history=False).metrics,
+        "published_tiger": PUBLISHED, "decoding": decoding,
+        "best_epoch": history[0]["best_epoch"], "epochs_run": history[-1]["epoch"],
+        "seconds_to_best": history[0]["seconds_to_best"], "seconds_total": round(seconds, 1),
+        "curve": [(h["epoch"], h["seconds"], round(h["valid_ndcg@10"], 5)) for h in history],
+        "latency_cpu": latency(model, split, 20),
+    }
+    write_result(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("curve", "hparams")}, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

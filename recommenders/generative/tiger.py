@@ -1,0 +1,255 @@
+"""TIGER (Rajput et al. 2023): a generative recommender that writes the semantic ID of the next item.
+
+Items are semantic IDs: short tuples of codes (`seerec quantize`), padded to `levels` codes with an END
+code so that IDs of different lengths (3 codes, 3 codes + a dedup level) share one shape. Tokens:
+
+    0 PAD | 1 START | level 0 codes | level 1 codes | ... | hashed user buckets
+
+Each level has its own block of `vocab = codebook_size + 1` tokens (the + 1 is END), so code 5 at level 0
+and code 5 at level 1 are different tokens.
+
+- Encoder input: START (or the user's hashed token), then the last `max_items` history items, each as its
+  `levels` code tokens, right-aligned so that the most recent item always sits at the same positions.
+- Decoder: START, then the target's codes; teacher-forced cross-entropy, one output layer per level over
+  that level's codes only.
+- Decoding: beam search over `levels` steps, batched over users, with the prefix trie's mask
+  (`recommenders.generative.trie`) added to the logits at every step, so every beam is a catalog item.
+  `score()` puts each generated item's log-likelihood in a dense (B, n_items) matrix with -inf elsewhere:
+  the shared full-ranking evaluation then counts each item once and masks history as for any model.
+  `exact_scores()` scores every catalog item by its log-likelihood, to check the beam against.
+- New items: `add_items(codes)` grows the trie (and the item table) in place, without retraining.
+
+The item IDs travel inside the checkpoint as the base class's `features` buffer (n_items, levels floats,
+-1 after an ID's last code), so `load_run` rebuilds a model that decodes the same catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recommenders.base import Recommender
+from recommenders.data import RecommenderError
+from recommenders.evaluate import pad_histories
+from recommenders.generative.trie import ROOT, SemanticIdTrie
+
+PAD, START = 0, 1
+
+
+class TIGER(Recommender):
+    name = "tiger"
+
+    def __init__(self, n_users: int, n_items: int, features=None, d_model: int = 128, encoder_layers: int = 4,
+                 decoder_layers: int = 4, heads: int = 4, ff: int = 1024, dropout: float = 0.1, max_items: int = 20,
+                 user_buckets: int = 2000, codebook_size: int | None = None, levels: int | None = None,
+                 beam_size: int = 20, constrained: bool = True, scoring: str = "beam", **hparams):
+        if features is None:
+            raise RecommenderError("model tiger needs the items' semantic IDs; run `seerec quantize` and name the "
+                                   "store column in train.tiger.semantic_id_column")
+        codes = torch.as_tensor(features).long()
+        levels = levels or codes.shape[1]
+        if codes.shape[1] < levels:
+            codes = F.pad(codes, (0, levels - codes.shape[1]), value=-1)
+        codebook_size = codebook_size or int(codes.max().clamp(min=0)) + 1
+        super().__init__(n_users, n_items, codes.float(), d_model=d_model, encoder_layers=encoder_layers,
+                         decoder_layers=decoder_layers, heads=heads, ff=ff, dropout=dropout, max_items=max_items,
+                         user_buckets=user_buckets, codebook_size=codebook_size, levels=levels, beam_size=beam_size,
+                         constrained=constrained, scoring=scoring, **hparams)
+        self.levels, self.vocab, self.max_items = levels, codebook_size + 1, max_items
+        self.user_buckets, self.beam_size = user_buckets, beam_size
+        self.constrained, self.scoring = constrained, scoring
+        self.code_offset = 2
+        self.user_offset = 2 + levels * self.vocab
+        self.emb = nn.Embedding(self.user_offset + user_buckets, d_model, padding_idx=PAD)
+        self.enc_pos = nn.Embedding(1 + max_items * levels, d_model)
+        self.dec_pos = nn.Embedding(levels, d_model)
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
+                                       norm_first=True), encoder_layers, norm=nn.LayerNorm(d_model),
+            enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
+                                       norm_first=True), decoder_layers, norm=nn.LayerNorm(d_model))
+        self.head = nn.Parameter(torch.randn(levels, self.vocab, d_model) * d_model ** -0.5)  # one per level
+        self.drop = nn.Dropout(dropout)
+        self.stale = True  # the trie must be (re)built from the `features` buffer
+        self._trie: SemanticIdTrie | None = None
+        self.decode_stats = {"generated": 0, "invalid": 0}
+
+    @classmethod
+    def load_item_inputs(cls, store, tcfg, item_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
+        """What `recommenders.train.run_train` hands the constructor: the store's semantic IDs."""
+        from recommenders.generative.semantic_ids import load_semantic_ids
+
+        return load_semantic_ids(store, tcfg.tiger.semantic_id_column, item_ids)
+
+    @property
+    def device(self) -> torch.device:  # asked at every decoding step: one lookup, not a walk over all parameters
+        return self.emb.weight.device
+
+    # ---- the catalog --------------------------------------------------------------------------------
+    def item_codes(self) -> torch.Tensor:
+        """(n_items, levels) padded codes: each ID, then END; an item without an ID is all END (never decoded)."""
+        codes = self.features.long()
+        return torch.where(codes >= 0, codes, self.vocab - 1)
+
+    def has_id(self) -> torch.Tensor:
+        return self.features[:, 0] >= 0
+
+    @property
+    def trie(self) -> SemanticIdTrie:
+        if self._trie is None or self.stale:
+            self._trie = SemanticIdTrie.from_codes(self.features.long().cpu().numpy(), self.vocab, self.levels)
+            self.stale = False
+        return self._trie
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.stale = True
+        return result
+
+    def add_items(self, semantic_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Append new items (indexes n_items, n_items+1, ...) and grow the trie; returns their indexes."""
+        trie = self.trie
+        rows = torch.full((len(semantic_ids), self.levels), -1.0, device=self.device)
+        for row, semantic_id in enumerate(semantic_ids):
+            trie.pad(semantic_id)  # checks length and code range before anything changes
+            rows[row, :len(semantic_id)] = torch.as_tensor([int(c) for c in semantic_id], dtype=torch.float32)
+        first = self.n_items
+        self.features = torch.cat([self.features, rows])
+        self.n_items += len(semantic_ids)
+        for row, semantic_id in enumerate(semantic_ids):
+            trie.add(first + row, semantic_id)
+        return np.arange(first, self.n_items)
+
+    # ---- the network --------------------------------------------------------------------------------
+    def encoder_tokens(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, 1 + N * levels): START or the user token, then the last N items' code tokens (PAD for none)."""
+        items = pad_histories(histories, self.max_items).to(self.device)  # (B, N), -1 left padding
+        known = (items >= 0) & self.has_id()[items.clamp(min=0)]
+        levels = torch.arange(self.levels, device=self.device)
+        tokens = self.code_offset + levels * self.vocab + self.item_codes()[items.clamp(min=0)]  # (B, N, levels)
+        tokens = tokens.masked_fill(~known[..., None], PAD).flatten(1)
+        if self.user_buckets:
+            first = self.user_offset + (users.to(self.device).long() * 2654435761) % self.user_buckets
+        else:
+            first = torch.full((len(tokens),), START, dtype=torch.long, device=self.device)
+        return torch.cat([first[:, None], tokens], dim=1)
+
+    def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states (B, S, d) and the padding mask (B, S) of encoder tokens."""
+        S = tokens.shape[1]
+        full = self.enc_pos.num_embeddings
+        positions = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(full - S + 1, full)]).to(self.device)
+        pad = tokens == PAD
+        x = self.drop(self.emb(tokens) + self.enc_pos(positions))
+        return self.encoder(x, src_key_padding_mask=pad), pad
+
+    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Logits (B, t + 1, vocab) for levels 0..t, given the first t codes of each target (teacher forcing)."""
+        t = prefix.shape[1]
+        levels = torch.arange(t, device=self.device)
+        start = torch.full((len(prefix), 1), START, dtype=torch.long, device=self.device)
+        tokens = torch.cat([start, self.code_offset + levels * self.vocab + prefix], dim=1)
+        y = self.drop(self.emb(tokens) + self.dec_pos(torch.arange(t + 1, device=self.device)))
+        causal = nn.Transformer.generate_square_subsequent_mask(t + 1, device=self.device)
+        h = self.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_pad)
+        return torch.einsum("btd,tvd->btv", h, self.head[:t + 1])
+
+    # ---- training -----------------------------------------------------------------------------------
+    def batches(self, train, batch_size, rng):
+        """Every position of every training sequence is an example: its last max_items items -> the next one."""
+        has_id = self.has_id().cpu().numpy()
+        examples = np.array([(u, p) for u, seq in enumerate(train) for p in range(1, len(seq)) if has_id[seq[p]]],
+                            dtype=np.int64).reshape(-1, 2)
+        examples = examples[rng.permutation(len(examples))]
+        codes = self.item_codes()
+        for start in range(0, len(examples), batch_size):
+            chosen = examples[start:start + batch_size]
+            users = torch.from_numpy(chosen[:, 0]).to(self.device)
+            histories = [train[u][max(0, p - self.max_items):p] for u, p in chosen]
+            targets = codes[torch.as_tensor([train[u][p] for u, p in chosen], device=self.device)]
+            yield {"tokens": self.encoder_tokens(users, histories), "targets": targets}
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        memory, pad = self.encode(batch["tokens"])
+        targets = batch["targets"]
+        logits = self.decode(memory, pad, targets[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1))
+
+    # ---- decoding -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def beam_search(self, users: torch.Tensor, histories: Sequence[np.ndarray], beam: int | None = None,
+                    constrained: bool | None = None, max_sequences: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """(items, scores), each (B, beam): the best `beam` IDs by log-likelihood, best first. An item is -1
+        (score -inf) where fewer valid IDs exist than beams, or, without constraints, where the generated ID
+        names no catalog item (counted in `decode_stats["invalid"]`)."""
+        beam = beam or self.beam_size
+        constrained = self.constrained if constrained is None else constrained
+        chunk = max(1, max_sequences // beam)  # users per pass: the decoder sees users x beam sequences
+        parts = [self._beam(users[s:s + chunk], histories[s:s + chunk], beam, constrained)
+                 for s in range(0, len(histories), chunk)]
+        items, scores = (torch.cat(p) for p in zip(*parts, strict=True))
+        finite = torch.isfinite(scores)
+        self.decode_stats["generated"] += int(finite.sum())
+        self.decode_stats["invalid"] += int((finite & (items < 0)).sum())
+        return items, scores.masked_fill(items < 0, -torch.inf)
+
+    def _beam(self, users, histories, beam: int, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        children, allowed, item_of = self.trie.tensors(self.device)
+        memory, pad = self.encode(self.encoder_tokens(users, histories))
+        B, V = memory.shape[0], self.vocab
+        memory, pad = memory.repeat_interleave(beam, 0), pad.repeat_interleave(beam, 0)
+        scores = torch.full((B, beam), -torch.inf, device=self.device)
+        scores[:, 0] = 0.0  # one live beam to start with; the others would only be copies of it
+        prefix = torch.zeros(B, beam, 0, dtype=torch.long, device=self.device)
+        node = torch.full((B, beam), ROOT, dtype=torch.long, device=self.device)
+        rows = torch.arange(B, device=self.device)[:, None]
+        for t in range(self.levels):
+            logits = self.decode(memory, pad, prefix.view(B * beam, t))[:, -1].view(B, beam, V)
+            logp = F.log_softmax(logits.float(), dim=-1)
+            if constrained:
+                logp = logp.masked_fill(~allowed[node], -torch.inf)
+            scores, flat = (scores[..., None] + logp).view(B, -1).topk(beam, dim=1)
+            parent, code = flat // V, flat % V
+            prefix = torch.cat([prefix[rows, parent], code[..., None]], dim=2)
+            node = children[node[rows, parent], code]
+        return item_of[node].masked_fill(~torch.isfinite(scores), -1), scores
+
+    @torch.no_grad()
+    def exact_scores(self, users: torch.Tensor, histories: Sequence[np.ndarray], chunk: int = 4096) -> torch.Tensor:
+        """(B, n_items): every catalog item's log-likelihood (sum over its levels); -inf for items without ID."""
+        memory, pad = self.encode(self.encoder_tokens(users, histories))
+        codes, has_id = self.item_codes(), self.has_id()
+        out = torch.full((len(memory), self.n_items), -torch.inf, device=self.device)
+        for b in range(len(memory)):
+            for s in range(0, self.n_items, chunk):
+                target = codes[s:s + chunk]
+                n = len(target)
+                logits = self.decode(memory[b:b + 1].expand(n, -1, -1), pad[b:b + 1].expand(n, -1), target[:, :-1])
+                logp = F.log_softmax(logits.float(), dim=-1).gather(2, target[..., None]).squeeze(2).sum(1)
+                out[b, s:s + n] = logp.masked_fill(~has_id[s:s + n], -torch.inf)
+        return out
+
+    def score(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        if self.scoring == "exact":
+            return self.exact_scores(users, histories)
+        items, scores = self.beam_search(users, histories)
+        out = torch.full((len(histories), self.n_items), -torch.inf, device=self.device)
+        keep = items >= 0
+        out[torch.nonzero(keep, as_tuple=True)[0], items[keep]] = scores[keep]
+        return out
+
+    def decode_report(self) -> dict:
+        """Generated IDs and the share that named no catalog item, since the last reset."""
+        generated, invalid = self.decode_stats["generated"], self.decode_stats["invalid"]
+        return {"generated_ids": generated, "invalid_ids": invalid,
+                "invalid_rate": invalid / generated if generated else 0.0, "constrained": self.constrained,
+                "beam_size": self.beam_size, "scoring": self.scoring}
+
+    def reset_decode_stats(self) -> None:
+        self.decode_stats = {"generated": 0, "invalid": 0}
