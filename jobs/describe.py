@@ -20,8 +20,7 @@ from extractors.describe.describer import Describer
 from extractors.describe.prompts import PromptSet
 from pipeline.config import SeerecConfig
 from pipeline.filters import to_sql
-from pipeline.media import FrameDecoder
-from pipeline.runtime import FamilyWriter, StageSummary, init_ray, work_dataset
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray, media_pipeline
 from pipeline.schema import KEY, Family, description_family, error_values
 from pipeline.store import ItemStore
 
@@ -41,17 +40,7 @@ def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
     summary = StageSummary("describe", d.model, total=total, skipped=total - todo.num_rows)
     if todo.num_rows:
         init_ray(cfg.ray)
-        import ray
-
-        decoded = work_dataset(todo, d.batch_size, d.concurrency).map_batches(
-            FrameDecoder, fn_constructor_kwargs={"cfg": cfg.media.model_dump()}, batch_size=d.batch_size,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=d.decode_concurrency),
-        )
-        described = decoded.map_batches(
-            Describer, fn_constructor_kwargs={"cfg": d.model_dump()}, batch_size=d.batch_size,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=d.concurrency),
-            num_gpus=d.num_gpus, num_cpus=d.num_cpus,
-        )
+        described = media_pipeline(todo, cfg.media, Describer, d)
         params = json.dumps({"backend": d.backend, **d.generation.model_dump(), "media": cfg.media.model_dump()},
                             sort_keys=True)
         writer = FamilyWriter(store, family, todo.num_rows, "describe")

@@ -28,7 +28,7 @@ from extractors.embed import (
 )
 from pipeline.config import SeerecConfig
 from pipeline.filters import to_sql
-from pipeline.runtime import FamilyWriter, StageSummary, init_ray, vector_column, work_dataset
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray, media_pipeline, vector_column, work_dataset
 from pipeline.schema import KEY, Family, error_values, vector_family
 from pipeline.store import ItemStore
 
@@ -78,8 +78,6 @@ def embed_text(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Stag
 
 
 def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> StageSummary:
-    from pipeline.media import FrameDecoder
-
     image_cfg = cfg.embed.image
     model_id = clip_model_id(image_cfg)
     started = time.perf_counter()
@@ -89,17 +87,7 @@ def embed_media(cfg: SeerecConfig, store: ItemStore, force: bool = False) -> Sta
     summary = StageSummary("embed-media", model_id, total=total, skipped=total - todo.num_rows)
     if todo.num_rows:
         init_ray(cfg.ray)
-        import ray
-
-        decoded = work_dataset(todo, image_cfg.batch_size, image_cfg.decode_concurrency).map_batches(
-            FrameDecoder, fn_constructor_kwargs={"cfg": cfg.media.model_dump()}, batch_size=image_cfg.batch_size,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=image_cfg.decode_concurrency),
-        )
-        results = decoded.map_batches(
-            ClipEmbedder, fn_constructor_kwargs={"cfg": image_cfg.model_dump()}, batch_size=image_cfg.batch_size,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=image_cfg.concurrency),
-            num_gpus=image_cfg.num_gpus, num_cpus=image_cfg.num_cpus,
-        )
+        results = media_pipeline(todo, cfg.media, ClipEmbedder, image_cfg)
         source = f"{cfg.media.sampling}:{cfg.media.num_frames if cfg.media.sampling == 'uniform' else cfg.media.fps}"
         _write(results, store, todo.num_rows, "embed media", image_cfg.column, model_id, source, summary)
     summary.seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ import pyarrow as pa
 from rich.logging import RichHandler
 from tqdm.auto import tqdm
 
-from pipeline.config import RayConfig
+from pipeline.config import MediaConfig, RayConfig
 from pipeline.schema import Family
 from pipeline.store import ItemStore, UpsertResult
 
@@ -99,6 +99,27 @@ def work_dataset(table: pa.Table, batch_size: int, concurrency: int):
 
     per_block = batch_size * max(1, min(4, -(-table.num_rows // (batch_size * 2 * concurrency))))
     return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
+
+
+def media_pipeline(todo: pa.Table, media: MediaConfig, stage: type, stage_cfg):
+    """The shape every media stage shares: a CPU pool decoding frames or images feeds a model actor pool.
+
+    `stage_cfg` is the stage's config section (batch_size, concurrency, decode_concurrency, num_gpus,
+    num_cpus); the stage class is built once per actor with it.
+    """
+    import ray
+
+    from pipeline.media import FrameDecoder
+
+    decoded = work_dataset(todo, stage_cfg.batch_size, stage_cfg.concurrency).map_batches(
+        FrameDecoder, fn_constructor_kwargs={"cfg": media.model_dump()}, batch_size=stage_cfg.batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=stage_cfg.decode_concurrency),
+    )
+    return decoded.map_batches(
+        stage, fn_constructor_kwargs={"cfg": stage_cfg.model_dump()}, batch_size=stage_cfg.batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=stage_cfg.concurrency),
+        num_gpus=stage_cfg.num_gpus, num_cpus=stage_cfg.num_cpus,
+    )
 
 
 class FamilyWriter:
