@@ -42,9 +42,12 @@ def demo_config(out: Path, clip_model: str) -> SeerecConfig:
         # A few epochs on the synthetic interactions: enough to separate the models, quick on 2 cores.
         "train": {"data": {"path": str(out / "catalog" / "interactions.csv")}, "runs_dir": str(out / "runs"),
                   "epochs": 15, "patience": 3, "batch_size": 128, "lr": 3e-3, "progress": False, "cpu_threads": 1,
-                  "sasrec": {"hidden": 32, "max_len": 30}, "two_tower": {"dim": 32, "hidden": 128, "max_len": 30}},
+                  "sasrec": {"hidden": 32, "max_len": 30}, "two_tower": {"dim": 32, "hidden": 128, "max_len": 30},
+                  # The generative model over the semantic IDs built above, small enough for a CPU demo.
+                  "tiger": {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "heads": 2, "ff": 64,
+                            "max_items": 10, "user_buckets": 0, "beam_size": 10}},
         "compare": {"name": "compare",
-                    "models": ["popularity", "sasrec", "content_knn:text_vec", "two_tower:text_vec"]},
+                    "models": ["popularity", "sasrec", "content_knn:text_vec", "two_tower:text_vec", "tiger"]},
     })
 
 
@@ -94,7 +97,7 @@ def _describe(cfg: SeerecConfig) -> dict:
 
 
 def _recommenders(cfg: SeerecConfig) -> list[dict]:
-    """Train popularity, SASRec and two content models on the synthetic interactions; print the comparison."""
+    """Train popularity, SASRec, two content models and the generative model; print the comparison."""
     from recommenders.train import run_compare
 
     started = time.perf_counter()
