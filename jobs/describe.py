@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +20,7 @@ from extractors.describe.prompts import PromptSet
 from pipeline.config import SeerecConfig
 from pipeline.filters import to_sql
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray, media_pipeline
-from pipeline.schema import KEY, Family, description_family, error_values
+from pipeline.schema import Family, description_family, error_values
 from pipeline.store import ItemStore
 
 log = logging.getLogger("seerec.describe")
@@ -64,21 +63,12 @@ def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
 
 
 def description_rows(batch: dict[str, np.ndarray], family: Family, model_id: str, params: str) -> pa.Table:
-    errors = error_values(batch["error"])
-    n = len(errors)
-    texts = [t if isinstance(t, str) else None for t in batch["description"]]
-    prompt_id, params_column, prompt_tokens, tokens = (f.name for f in family.extras)
-    return pa.table({
-        KEY: pa.array(batch["item_id"], pa.string()),
-        family.name: pa.array(texts, pa.string()),
-        family.model_column: pa.array([model_id] * n, pa.string()),
-        family.time_column: pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
-        family.error_column: pa.array(list(errors), pa.string()),
-        prompt_id: pa.array([p if isinstance(p, str) else None for p in batch["prompt_id"]], pa.string()),
-        params_column: pa.array([params] * n, pa.string()),
-        prompt_tokens: pa.array(batch["prompt_tokens"], pa.int32()),
-        tokens: pa.array(batch["tokens"], pa.int32()),
-    })
+    def texts(values) -> list[str | None]:
+        return [v if isinstance(v, str) else None for v in values]
+
+    return family.rows(pa.array(batch["item_id"], pa.string()), texts(batch["description"]), model_id,
+                       error_values(batch["error"]), prompt_id=texts(batch["prompt_id"]), params=params,
+                       prompt_tokens=batch["prompt_tokens"], tokens=batch["tokens"])
 
 
 def main(argv: list[str] | None = None) -> int:

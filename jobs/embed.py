@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -116,15 +115,9 @@ def vector_rows(batch: dict[str, np.ndarray], column: str, model_id: str, source
     """Encoder output (item_id, vector, error) as the rows of a vector column family."""
     errors = error_values(batch["error"])
     valid = np.array([e is None for e in errors], dtype=bool)
-    n = len(errors)
-    return pa.table({
-        KEY: pa.array(batch["item_id"], pa.string()),
-        column: vector_column(np.asarray(batch["vector"]), valid),
-        f"{column}_model": pa.array([model_id] * n, pa.string()),
-        f"{column}_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
-        f"{column}_error": pa.array(list(errors), pa.string()),
-        f"{column}_source": pa.array([source] * n, pa.string()),
-    })
+    vectors = vector_column(np.asarray(batch["vector"]), valid)
+    family = vector_family(column, vectors.type.list_size)
+    return family.rows(pa.array(batch["item_id"], pa.string()), vectors, model_id, errors, source=source)
 
 
 def _metadata(row: dict) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -111,13 +110,7 @@ def _write(store: ItemStore, family: Family, keys: pa.ChunkedArray, ok: np.ndarr
     for row, i in enumerate(np.flatnonzero(ok)):
         values[i] = ids[row].tolist()
     errors = [None if good else "vector holds NaN or infinite values" for good in ok]
-    table = pa.table({
-        KEY: keys,
-        family.name: pa.array(values, pa.list_(pa.int16())),
-        family.model_column: pa.array([model_id] * n, pa.string()),
-        family.time_column: pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
-        family.error_column: pa.array(errors, pa.string()),
-    })
+    table = family.rows(keys, values, model_id, errors)
     step = store.cfg.write_batch_rows
     for start in range(0, n, step):
         store.write_family(family, table.slice(start, step))

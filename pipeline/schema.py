@@ -7,7 +7,9 @@ the table the first time their stage writes, because vector widths depend on the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -53,7 +55,7 @@ class Family:
 
     @property
     def model_column(self) -> str:
-        return f"{self.name}_model"
+        return self.model_column_of(self.name)
 
     @property
     def time_column(self) -> str:
@@ -75,6 +77,27 @@ class Family:
     def schema(self) -> pa.Schema:
         """The columns a stage writes in one upsert: the key plus its family."""
         return pa.schema([pa.field(KEY, pa.string(), nullable=False), *self.fields()])
+
+    def rows(self, keys, values, model_id: str, errors: Sequence[str | None], **extras) -> pa.Table:
+        """A stage's output as rows of this family, stamped with its model and the time.
+
+        `extras` are keyed by suffix (`source` fills `<value>_source`); a string or None is repeated on
+        every row. Building rows here keeps the provenance naming in one place.
+        """
+        n = len(keys)
+        columns = {KEY: keys, self.name: values, self.model_column: [model_id] * n,
+                   self.time_column: [datetime.now(UTC)] * n, self.error_column: list(errors)}
+        for field in self.extras:
+            value = extras.pop(field.name.removeprefix(f"{self.name}_"), None)
+            columns[field.name] = [value] * n if value is None or isinstance(value, str) else value
+        if extras:
+            raise TypeError(f"column family {self.name!r} has no columns for {sorted(extras)}")
+        return pa.table(columns, schema=self.schema())
+
+    @staticmethod
+    def model_column_of(column: str) -> str:
+        """The provenance column of any family's value column, without knowing the family's type."""
+        return f"{column}_model"
 
 
 def vector_family(column: str, dim: int) -> Family:

@@ -170,9 +170,9 @@ class ItemStore:
 
     def model_ids(self, column: str) -> list[str]:
         """The distinct models that filled a column, e.g. to re-load the encoder for a text query."""
-        family = Family(pa.field(column, pa.null()))
-        self.require_columns([family.model_column])
-        values = self.scan([family.model_column], f"`{column}` IS NOT NULL")[family.model_column]
+        model_column = Family.model_column_of(column)
+        self.require_columns([model_column])
+        values = self.scan([model_column], f"`{column}` IS NOT NULL")[model_column]
         return sorted(v for v in pc.unique(values).to_pylist() if v is not None)
 
     # ---- search ----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pipeline.schema import (
     TIMESTAMP,
     Family,
     catalog_schema,
+    description_family,
     error_values,
     is_vector_field,
     vector_family,
@@ -100,6 +101,20 @@ def test_vector_family_columns():
     assert value.type == pa.list_(pa.float32(), 512) and is_vector_field(value)
     assert not is_vector_field(pa.field("x", pa.list_(pa.float64(), 4)))
     assert not is_vector_field(pa.field("x", pa.list_(pa.float32())))
+
+
+def test_family_rows_stamp_provenance_and_repeat_scalar_extras():
+    family = description_family("desc")
+    rows = family.rows(["a", "b"], ["x", None], "m1", [None, "boom"], prompt_id=["p", None], params="greedy",
+                       prompt_tokens=np.array([3, 0]), tokens=np.array([5, 0]))
+    assert rows.schema == family.schema()
+    assert rows.column("desc_model").to_pylist() == ["m1", "m1"]
+    assert rows.column("desc_params").to_pylist() == ["greedy", "greedy"]
+    assert rows.column("desc_error").to_pylist() == [None, "boom"]
+    assert rows.column("desc_tokens").to_pylist() == [5, 0]
+    assert rows.column("desc_at").null_count == 0
+    with pytest.raises(TypeError, match="no columns for"):
+        family.rows(["a"], ["x"], "m1", [None], sorce="typo")
 
 
 def test_error_values_keeps_only_strings():
