@@ -1,4 +1,7 @@
-"""Semantic IDs at 3 x 256: seerec rkmeans and rqvae against FAISS's ResidualQuantizer, side by side.
+"""Semantic IDs at 3 x 256: seerec's tokenizers against FAISS's ResidualQuantizer, side by side.
+
+Methods: `rkmeans` (defaults, balanced levels after the first), `rkmeans-plain` (balance=0: plain k-means at every
+level), `rqvae` and `faiss-rq`.
 
 Data: MiniLM text vectors (the packaged all-MiniLM-L6-v2, L2-normalised) of all Amazon Beauty items (brand +
 categories) and all Amazon Scientific items (title + description), cached in benchmarks/.cache/.
@@ -7,7 +10,8 @@ duplicate texts), largest collision group, relative reconstruction error ||x - x
 vectors, duplicate IDs after seerec's append dedup, and wall time of the fit.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python benchmarks/bench_semantic_ids.py [--datasets beauty scientific] [--rqvae-epochs 50]
+    .venv/bin/python benchmarks/bench_semantic_ids.py [--datasets beauty scientific] [--rqvae-epochs 50] \\
+        [--methods rkmeans rkmeans-plain rqvae faiss-rq]
 """
 
 from __future__ import annotations
@@ -67,8 +71,10 @@ def vectors(name: str, items: list[str]) -> np.ndarray:
     return X
 
 
-def seerec_method(kind: str, X: np.ndarray, epochs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    params = {"epochs": epochs} if kind == "rqvae" else {}
+def seerec_method(method: str, X: np.ndarray, epochs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """`rkmeans` and `rqvae` with their defaults; `rkmeans-plain` is rkmeans with balance=0 (no balanced levels)."""
+    kind, params = {"rkmeans-plain": ("rkmeans", {"balance": 0.0}), "rqvae": ("rqvae", {"epochs": epochs})}.get(
+        method, (method, {}))
     tok = make_tokenizer(kind, levels=LEVELS, codebook_size=CODES, preprocess="l2", seed=seed, **params)
     started = time.perf_counter()
     tok.fit(X)
@@ -113,7 +119,7 @@ def evaluate(name: str, method: str, X: np.ndarray, codes: np.ndarray, recon: np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["beauty", "scientific"])
-    parser.add_argument("--methods", nargs="+", default=["rkmeans", "rqvae", "faiss-rq"])
+    parser.add_argument("--methods", nargs="+", default=["rkmeans", "rkmeans-plain", "rqvae", "faiss-rq"])
     parser.add_argument("--rqvae-epochs", type=int, default=50)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "semantic_ids.json"))
     args = parser.parse_args()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from pipeline.config import SeerecConfig, load_config
+from pipeline.config import ConfigError, SeerecConfig, load_config
 from pipeline.errors import USER_ERRORS
 from pipeline.runtime import setup_logging
 
@@ -17,6 +20,8 @@ def job_main(run: Callable[..., object], description: str, argv: list[str] | Non
     one sentence with exit code 2 instead of a traceback."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", "-c", help="YAML config file (defaults apply without one)")
+    parser.add_argument("--config-env", metavar="VAR", help="read the YAML config from this environment variable "
+                                                            "instead (how `seerec submit` ships it)")
     parser.add_argument("--verbose", "-v", action="store_true")
     for flag, help_text in (flags or {}).items():
         parser.add_argument(f"--{flag}", action="store_true", help=help_text)
@@ -24,9 +29,23 @@ def job_main(run: Callable[..., object], description: str, argv: list[str] | Non
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        cfg: SeerecConfig = load_config(args.config, args.overrides)
+        cfg: SeerecConfig = _load(args.config, args.config_env, args.overrides)
         run(cfg, **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in flags or {}})
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _load(config: str | None, config_env: str | None, overrides: list[str]) -> SeerecConfig:
+    """The config from a file, or from an environment variable holding a file's text."""
+    if config_env is None:
+        return load_config(config, overrides)
+    if config is not None:
+        raise ConfigError("give either --config or --config-env, not both")
+    if config_env not in os.environ:
+        raise ConfigError(f"environment variable {config_env} (named by --config-env) is not set")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{config_env}.yaml"
+        path.write_text(os.environ[config_env])
+        return load_config(path, overrides)

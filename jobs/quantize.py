@@ -34,7 +34,7 @@ def build_tokenizer(qcfg: QuantizeConfig) -> Tokenizer:
               "columns": qcfg.columns, "seed": qcfg.seed}
     if qcfg.tokenizer == "rkmeans":
         return make_tokenizer("rkmeans", **common, max_iter=qcfg.kmeans_iters,
-                              normalize_residuals=qcfg.normalize_residuals)
+                              normalize_residuals=qcfg.normalize_residuals, balance=qcfg.balance)
     return make_tokenizer("rqvae", **common, **qcfg.rqvae.model_dump())
 
 

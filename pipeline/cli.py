@@ -118,6 +118,36 @@ def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: 
     run_describe(_config(config, overrides, verbose), force=force)
 
 
+@app.command(context_settings={"ignore_unknown_options": True})
+@user_errors
+def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quantize|train")],
+           address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
+                                                     "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
+           config: ConfigOption = None,
+           args: Annotated[list[str] | None, typer.Argument(help="Overrides (section.key=value) and the stage's "
+                                                                 "flags, e.g. --force.")] = None,
+           working_dir: Annotated[Path, typer.Option(help="Folder uploaded as the job's working dir.")] = Path("."),
+           env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the job's environment; "
+                                                              "repeatable.")] = None,
+           pip: Annotated[list[str] | None, typer.Option(help="Extra pip requirement for the job; "
+                                                              "repeatable.")] = None,
+           num_cpus: Annotated[float | None, typer.Option(help="CPUs reserved for the job's driver.")] = None,
+           num_gpus: Annotated[float | None, typer.Option(help="GPUs reserved for the job's driver.")] = None,
+           resources: Annotated[str | None, typer.Option(help="Custom resources for the driver, as JSON.")] = None,
+           token_file: Annotated[Path | None, typer.Option(help="Token of a cluster with token authentication "
+                                                                "(default: $RAY_AUTH_TOKEN).")] = None,
+           wait: Annotated[bool, typer.Option(help="Follow the job's logs until it ends.")] = True):
+    """Run a stage on a Ray cluster as a Ray job; exits 0 SUCCEEDED, 1 FAILED, 3 STOPPED, 130 on Ctrl-C."""
+    from pipeline.submit import submit as submit_job
+
+    if bad := [item for item in env or [] if "=" not in item]:
+        raise typer.BadParameter(f"--env {bad[0]!r} must look like KEY=VALUE")
+    pairs = dict(item.partition("=")[::2] for item in env or [])
+    raise typer.Exit(submit_job(stage, address, config, args or [], working_dir=working_dir, env=pairs, pip=pip or [],
+                                num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, token_file=token_file,
+                                wait=wait))
+
+
 @app.command("make-test-model")
 def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
                     seed: int = 0):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -22,11 +22,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _option_text(value: Any) -> Any:
+    """YAML reads `allow_http: true` as a bool and `download_retry_count: 5` as a number; object stores take text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
 class StoreConfig(Section):
+    # A local folder, or an object-store URI: s3://bucket/prefix, gs://, az://, or s3+ddb://bucket/prefix?ddbTableName=T
+    # (S3 with commits coordinated in DynamoDB, for S3-compatible stores without conditional writes).
     uri: str = "./seerec-store"
     table: str = "items"
-    # Passed unchanged to LanceDB, e.g. {"aws_endpoint": "...", "aws_region": "..."} for s3:// URIs.
-    storage_options: dict[str, str] = Field(default_factory=dict)
+    # Passed to LanceDB as they are, e.g. {aws_endpoint: http://127.0.0.1:9000, allow_http: true, aws_region: ...}.
+    # Keys left out are read from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_*, AZURE_*, ...),
+    # so secrets need not be in the config file.
+    storage_options: dict[str, Annotated[str, BeforeValidator(_option_text)]] = Field(default_factory=dict)
     # Rows buffered by the driver before one bulk merge_insert commit.
     write_batch_rows: int = Field(2048, ge=1)
     commit_retries: int = Field(8, ge=0)
@@ -131,6 +142,9 @@ class QuantizeConfig(Section):
     preprocess: Literal["none", "l2", "standardize"] = "l2"
     # rkmeans: cluster each residual's direction rather than the residual itself.
     normalize_residuals: bool = False
+    # rkmeans: 1 spreads items evenly over the codes of every level after the first (fewer collisions), 0 is
+    # plain k-means, values in between soften equal shares into a size penalty.
+    balance: float = Field(1.0, ge=0, le=1)
     kmeans_iters: int = Field(50, ge=1)
     # append: a last dedup level 0,1,2,... (IDs have levels+1 entries); reassign: nearest free last-level code.
     collisions: Literal["append", "reassign"] = "append"

@@ -129,7 +129,7 @@ class ItemStore:
             try:
                 return operation(), attempt
             except Exception as exc:  # Lance reports conflicts as plain OSError/RuntimeError
-                if "conflict" not in str(exc).lower() or attempt > self.cfg.commit_retries:
+                if not _lost_commit_race(exc) or attempt > self.cfg.commit_retries:
                     raise
                 delay = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
                 log.warning("%s hit a commit conflict (attempt %d), retrying in %.2fs", what, attempt, delay)
@@ -255,6 +255,13 @@ class ItemStore:
             raise StoreError(f"the store has no version {version}; it has {min(known)}..{max(known)}")
         self.table.checkout(version)
         self.table.restore()
+
+
+def _lost_commit_race(exc: Exception) -> bool:
+    """Lance's words for "another writer committed first": a conflict, or its own retries running out
+    ("Too many concurrent writers", after its internal retry timeout, which a slow object store can hit)."""
+    message = str(exc).lower()
+    return "conflict" in message or "too many concurrent writers" in message
 
 
 def _check_unique(rows: pa.Table) -> None:

@@ -41,6 +41,13 @@ def tiny_clip(tmp_path_factory) -> str:
     return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> str:
+    from extractors.test_models import make_tiny_qwen2_vl
+
+    return str(make_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl")))
+
+
 @pytest.fixture
 def make_config(tmp_path, tiny_clip):
     """A config with a fresh store in tmp_path, small media settings and the tiny CLIP."""

@@ -34,13 +34,6 @@ VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen(tmp_path_factory) -> str:
-    from extractors.test_models import make_tiny_qwen2_vl
-
-    return str(make_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl")))
-
-
 def video_request(frames: int = 4, fps: float = 30.0) -> DescribeRequest:
     rng = np.random.default_rng(0)
     return DescribeRequest("video", "Describe it.", rng.integers(0, 255, (frames, 96, 128, 3), dtype=np.uint8),

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from safetensors.numpy import load_file
 
 from extractors.semantic_ids import (
     QuantizeError,
@@ -17,7 +18,10 @@ from extractors.semantic_ids import (
     resolve,
     write_diagnostics,
 )
+from extractors.semantic_ids.base import distinct_weights
 from extractors.semantic_ids.collisions import METHODS
+from extractors.semantic_ids.diagnostics import level_stats
+from pipeline.config import QuantizeConfig
 
 
 def clustered(n=400, clusters=8, dim=16, seed=0):
@@ -75,8 +79,54 @@ def test_save_load_round_trip_gives_identical_codes(kind, tmp_path):
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["tokenizer.json", "tokenizer.safetensors"]
     loaded = Tokenizer.load(tmp_path / "tok")
     assert type(loaded) is type(tok) and loaded.tokenizer_id == tok.tokenizer_id
+    if kind == "rkmeans":  # the balanced levels' offsets travel with the codebooks
+        assert loaded.balance == 1.0 and np.abs(loaded.offsets[1]).max() > 0
     np.testing.assert_array_equal(loaded.encode(X), tok.encode(X))
     np.testing.assert_allclose(loaded.decode(tok.encode(X)), tok.decode(tok.encode(X)), rtol=1e-5, atol=1e-6)
+
+
+def skewed(n=1200, dim=32, seed=0):
+    """8 clusters whose leftovers vary in size log-normally: plain k-means piles most items onto one code."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, dim)) * 4
+    scale = np.exp(rng.normal(size=(n, 1)))
+    return (centres[rng.integers(8, size=n)] + rng.normal(size=(n, dim)) * scale * 0.3).astype(np.float32)
+
+
+def test_balanced_levels_spread_items_evenly_also_for_new_items():
+    X = skewed()
+    fit, new = X[:1000], X[1000:]
+    plain, balanced = (make_tokenizer("rkmeans", levels=3, codebook_size=16, preprocess="none", balance=b).fit(fit)
+                       for b in (0.0, 1.0))
+    for part in (fit, new):
+        plain_levels, balanced_levels = (level_stats(t.encode(part), [16] * 3) for t in (plain, balanced))
+        assert plain_levels[0]["perplexity"] == pytest.approx(balanced_levels[0]["perplexity"])  # level 0 is plain
+        for lp, lb in zip(plain_levels[1:], balanced_levels[1:], strict=True):
+            assert lp["perplexity"] < 4 and lb["perplexity"] > 13  # of 16 codes
+            assert lb["max_items_per_code"] <= 3 * len(part) / 16
+        assert (collision_stats(balanced.encode(part))["collision_rate"]
+                < 0.5 * collision_stats(plain.encode(part))["collision_rate"])
+
+
+def test_balanced_shares_count_distinct_vectors():
+    X = skewed(400)
+    w = distinct_weights(np.concatenate([X, X[:10], X[:10], X[:1]]))
+    assert w.sum() == pytest.approx(400) and w[0] == pytest.approx(1 / 4) and w[10] == 1
+    with pytest.raises(QuantizeError, match="balance"):
+        make_tokenizer("rkmeans", balance=1.5)
+
+
+def test_plain_rkmeans_saves_no_offsets_like_tokenizers_from_before_balancing(tmp_path):
+    X = skewed(300)
+    tok = make_tokenizer("rkmeans", levels=2, codebook_size=8, balance=0.0).fit(X)
+    tok.save(tmp_path / "tok")
+    assert not any(k.startswith("offsets.") for k in load_file(str(tmp_path / "tok" / "tokenizer.safetensors")))
+    meta = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    del meta["params"]["balance"]  # as written before the option existed
+    (tmp_path / "tok" / "tokenizer.json").write_text(json.dumps(meta))
+    loaded = Tokenizer.load(tmp_path / "tok")
+    assert loaded.balance == 0 and loaded.tokenizer_id == tok.tokenizer_id
+    np.testing.assert_array_equal(loaded.encode(X), tok.encode(X))
 
 
 def test_seeded_fits_are_reproducible():
@@ -173,6 +223,13 @@ def _store_with_vectors(make_config, tmp_path, n=300, **quantize):
                      "text_vec_error": pa.nulls(n, pa.string()), "text_vec_source": ["t"] * n})
     store.write_family(family, rows)
     return cfg, store, X, valid
+
+
+def test_quantize_config_reaches_the_tokenizer():
+    from jobs.quantize import build_tokenizer
+
+    assert build_tokenizer(QuantizeConfig(balance=0.25)).balance == 0.25
+    assert build_tokenizer(QuantizeConfig()).balance == 1.0
 
 
 @pytest.mark.parametrize("method", METHODS)

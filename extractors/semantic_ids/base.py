@@ -56,10 +56,21 @@ def check_vectors(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X)
 
 
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """One opaque value per row, equal exactly when the rows' float bits are equal."""
+    X = np.ascontiguousarray(X)
+    return X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+
+
 def n_distinct(X: np.ndarray) -> int:
     """How many distinct rows X has (exactly, on the float bits)."""
-    X = np.ascontiguousarray(X)
-    return len(np.unique(X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()))
+    return len(np.unique(_row_keys(X)))
+
+
+def distinct_weights(X: np.ndarray) -> np.ndarray:
+    """1 / (copies of the row) per row, so each distinct row weighs 1 in total however often it repeats."""
+    _, inverse, counts = np.unique(_row_keys(X), return_inverse=True, return_counts=True)
+    return (1.0 / counts[inverse.ravel()]).astype(np.float32)
 
 
 class Preprocessor:
@@ -149,7 +160,8 @@ class Tokenizer(ABC):
         return self._decode(codes[:, : self.levels].astype(np.int64))
 
     def last_level_distances(self, X: np.ndarray) -> np.ndarray:
-        """(N, K_last) distances of each item's last residual to every last-level code (for reassignment)."""
+        """(N, K_last) cost of giving each item every last-level code, ordered as encoding ranks them (squared
+        distance of the last residual, less the code's offset where the method balances codes); for reassignment."""
         return self._last_level_distances(self._prepare(X))
 
     def preprocessed(self, X: np.ndarray) -> np.ndarray:
