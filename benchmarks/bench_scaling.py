@@ -60,7 +60,8 @@ def run_side(name: str, nodes: int, items: int, batch_size: int) -> dict:
             started = time.perf_counter()
             code = submit("embed", cluster.dashboard_url, config, working_dir=REPO, out=logs)
             wall = time.perf_counter() - started
-        if code != 0 or not (match := SUMMARY.search(logs.getvalue())):
+        # The driver's log handler wraps long lines; the summary is matched with whitespace collapsed.
+        if code != 0 or not (match := SUMMARY.search(" ".join(logs.getvalue().split()))):
             raise RuntimeError(f"{name}: the embed job did not succeed (exit {code}):\n{logs.getvalue()[-3000:]}")
     total, done, seconds, rate = int(match[1]), int(match[2]), float(match[3]), float(match[4])
     print(f"{name}: {done}/{total} titles in {seconds:.1f}s of job time ({rate:.1f} items/s), {wall:.1f}s wall")
