@@ -19,46 +19,26 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from extractors.semantic_ids import make_tokenizer, resolve  # noqa: E402
+from benchmarks.generative import beam_latency, beauty  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
-from recommenders.data import leave_one_out, load_interactions  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
-CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
 OUT = REPO / "benchmarks" / "results" / "tiger_beauty.json"
 PUBLISHED = {"recall@5": 0.0454, "recall@10": 0.0648, "ndcg@5": 0.0321, "ndcg@10": 0.0384}
 
 
-def semantic_ids(vectors: np.ndarray, levels: int, codebook: int, seed: int = 0) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    tokenizer = make_tokenizer("rkmeans", levels=levels, codebook_size=codebook, preprocess="l2", seed=seed)
-    tokenizer.fit(vectors)
-    ids = resolve(tokenizer.encode(vectors), "append").astype(np.int64)
-    return ids, time.perf_counter() - started
-
-
-def latency(model, split, beam: int, n: int = 64) -> dict:
-    """Seconds per user of constrained beam search on the CPU: one user at a time, and 256 users at once."""
+def latency(model, split, beam: int) -> dict:
+    """Constrained beam search on the CPU, one core per request (as a server would run it, and no spin-waits
+    on a busy machine)."""
     model = model.cpu().eval()
-    torch.set_num_threads(1)  # one core per request, as a server would run it (and no spin-waits on a busy machine)
-    users, histories = torch.as_tensor(split.test.users), split.test.histories
-    started = time.perf_counter()
-    for i in range(n):
-        model.beam_search(users[i:i + 1], histories[i:i + 1], beam)
-    single = (time.perf_counter() - started) / n
-    batch = min(256, len(histories))
-    started = time.perf_counter()
-    model.beam_search(users[:batch], histories[:batch], beam)
-    return {"beam": beam, "threads": torch.get_num_threads(), "ms_per_user_batch1": round(1000 * single, 2),
-            "ms_per_user_batch256": round(1000 * (time.perf_counter() - started) / batch, 2)}
+    return beam_latency(lambda users, histories: model.beam_search(torch.as_tensor(users), histories, beam),
+                        split.test.users, split.test.histories, beam, threads=1)
 
 
 def main() -> None:
@@ -76,13 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = load_interactions(DATA / "Beauty.txt")
-    if args.users:
-        data.sequences, data.user_ids = data.sequences[:args.users], data.user_ids[:args.users]
-    split = leave_one_out(data)
-    vectors = np.load(CACHE)
-    assert len(vectors) == data.n_items and list(data.item_ids) == [str(i) for i in range(1, data.n_items + 1)]
-    ids, id_seconds = semantic_ids(vectors, args.levels, args.codebook)
+    data, split, _, ids, id_seconds = beauty(args.users, args.levels, args.codebook)
     print(f"Beauty: {data.n_users} users, {data.n_items} items; IDs {ids.shape[1]} codes in {id_seconds:.0f}s; "
           f"{device}", flush=True)
     tiger = {"codebook_size": int(ids.max()) + 1, **json.loads(args.tiger)}

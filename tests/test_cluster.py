@@ -65,7 +65,8 @@ def wait_terminal(cluster: LocalCluster, job_id: str, timeout: float = JOB_TIMEO
 
 
 def actor_nodes(cluster: LocalCluster, job_id: str, alive_only: bool = False) -> set[str]:
-    """The node ids that ran (or, with alive_only, now run) an actor of the job, from Ray's state API."""
+    """The node ids that ran (or, with alive_only, now run) the job's work: its Ray Data map actors, not the
+    bookkeeping actors Ray Data keeps on the driver's node. From Ray's state API."""
     from ray.util.state import list_actors
 
     ray_job_id = client(cluster).get_job_info(job_id).job_id
@@ -73,7 +74,7 @@ def actor_nodes(cluster: LocalCluster, job_id: str, alive_only: bool = False) ->
         return set()
     filters = [("job_id", "=", ray_job_id)] + ([("state", "=", "ALIVE")] if alive_only else [])
     return {a.node_id for a in list_actors(address=cluster.dashboard_url, filters=filters, limit=1000,
-                                           raise_on_missing_output=False)}
+                                           raise_on_missing_output=False) if a.class_name.startswith("MapWorker")}
 
 
 def node_id(cluster: LocalCluster, resource: str) -> str:
@@ -98,9 +99,12 @@ def described(store: ItemStore) -> int:
 def test_embed_and_describe_at_once_run_on_both_nodes_and_write_every_row_once(tmp_path, tiny_qwen, tiny_clip):
     """Two jobs commit to different columns of one store at the same time; both finish with all their rows."""
     config = write_config(tmp_path, 16, tiny_qwen, tiny_clip, max_new_tokens=16)
-    with LocalCluster(head_cpus=2) as cluster:
+    # A head without CPUs runs only the drivers, as in production; the jobs' five one-CPU actors cannot fit
+    # on one two-CPU worker, so both workers must take some.
+    with LocalCluster(head_cpus=0) as cluster:
         cluster.add_node(num_cpus=2, resources={"node_b": 1})
-        nodes = {node_id(cluster, "node:__internal_head__"), node_id(cluster, "node_b")}
+        cluster.add_node(num_cpus=2, resources={"node_c": 1})
+        nodes = {node_id(cluster, "node_b"), node_id(cluster, "node_c")}
         jobs = [submit_detached(stage, cluster, config) for stage in ("embed", "describe")]
         statuses = [wait_terminal(cluster, job) for job in jobs]
         logs = [client(cluster).get_job_logs(job) for job in jobs]
@@ -114,13 +118,15 @@ def test_embed_and_describe_at_once_run_on_both_nodes_and_write_every_row_once(t
 
 
 def test_worker_node_killed_mid_job_then_rerun_completes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
-    """SIGKILL the raylet of the node running the describe model; a replacement node joins, as an autoscaler
-    would add one. The submitter sees the job's real outcome, and a re-run fills the store exactly once."""
+    """SIGKILL the raylet of the worker running the describe actors; a replacement node joins, as an autoscaler
+    would add one. The submitter sees the job's real outcome, and a re-run fills the store exactly once.
+
+    The head has no CPUs (it runs only the driver, as in production), so every actor is on the doomed node."""
     n_items = 40
     config = write_config(tmp_path, n_items, tiny_qwen, tiny_clip, max_new_tokens=128)
     store = ItemStore(load_config(config).store)
-    with LocalCluster(head_cpus=1) as cluster:
-        node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1})
+    with LocalCluster(head_cpus=0) as cluster:
+        node_b = cluster.add_node(num_cpus=2, resources={"node_b": 1})
         doomed = node_id(cluster, "node_b")
         log = tmp_path / "submit.log"
         with log.open("w") as stderr:
@@ -128,14 +134,14 @@ def test_worker_node_killed_mid_job_then_rerun_completes_exactly_once(tmp_path, 
         try:
             job_id = _job_id(log)
             deadline = time.monotonic() + JOB_TIMEOUT_S
-            while described(store) < 4 or doomed not in actor_nodes(cluster, job_id, alive_only=True):
+            while described(store) < 2 or doomed not in actor_nodes(cluster, job_id, alive_only=True):
                 assert time.monotonic() < deadline, "the job never got going on node_b"
                 assert submitter.poll() is None, "the job ended before node_b could be killed"
-                time.sleep(0.5)
+                time.sleep(0.2)
             before_kill = described(store)
             assert before_kill < n_items, "the kill came too late"
             os.kill(node_b.raylet_pid, signal.SIGKILL)
-            cluster.add_node(num_cpus=1, resources={"node_c": 1})
+            cluster.add_node(num_cpus=2, resources={"node_c": 1})
             code = submitter.wait(timeout=JOB_TIMEOUT_S)
         finally:
             if submitter.poll() is None:

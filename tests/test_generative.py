@@ -88,6 +88,19 @@ def test_unconstrained_decoding_measures_invalid_ids():
     assert model.decode_report()["invalid_ids"] == 0
 
 
+def test_grouped_decoder_equals_the_decoder_on_copied_memories():
+    """Beams share their user's memory in cross-attention; the result must be the decoder's on one copy each."""
+    model = tiny_model(dedup_catalog(), seed=1)
+    memory, pad = model.encode(model.encoder_tokens(torch.arange(4), HISTORIES))
+    group = 3
+    y = torch.randn(4 * group, 3, memory.shape[2])
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(3)
+    with torch.no_grad():
+        expected = model.decoder(y, memory.repeat_interleave(group, 0), tgt_mask=causal, tgt_is_causal=True,
+                                 memory_key_padding_mask=pad.repeat_interleave(group, 0))
+        assert torch.allclose(model.decoder_states(y, memory, pad), expected, atol=1e-5)
+
+
 def test_full_width_beam_equals_exact_scoring():
     codes = dedup_catalog()
     model = tiny_model(codes, seed=3)

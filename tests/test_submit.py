@@ -185,7 +185,9 @@ def test_token_authentication(config_file, tmp_path):
     token = uuid.uuid4().hex
     run_ingest(load_config(config_file))  # so that the submitted embed job has items to work on
     with LocalCluster(head_cpus=2, env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}) as secured:
-        refused = _seerec("submit", "embed", "--address", secured.dashboard_url, "-c", str(config_file))
+        # A client machine without any token: no RAY_AUTH_TOKEN, and no ~/.ray/auth_token in its home.
+        refused = _seerec("submit", "embed", "--address", secured.dashboard_url, "-c", str(config_file),
+                          env={"HOME": str(tmp_path / "home")})
         assert refused.returncode == 2 and "Missing authentication token" in refused.stderr, refused.stderr
         wrong = _seerec("submit", "embed", "--address", secured.dashboard_url, "-c", str(config_file),
                         env={"RAY_AUTH_TOKEN": "not-the-token"})
@@ -231,5 +233,8 @@ def _follow(*args: str) -> tuple[subprocess.Popen, str]:
 
 
 def _without_ray_address() -> dict[str, str]:
-    """Ray's client prefers RAY_ADDRESS / RAY_API_SERVER_ADDRESS over --address; keep them out of the way."""
-    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN")}
+    """This process's environment without what would steer Ray's client: RAY_ADDRESS / RAY_API_SERVER_ADDRESS
+    (preferred over --address) and the token settings (an in-process `ray.init` sets RAY_AUTH_MODE=token here,
+    which makes the client send the token of ~/.ray)."""
+    steering = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+    return {k: v for k, v in os.environ.items() if k not in steering}

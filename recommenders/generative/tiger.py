@@ -150,15 +150,31 @@ class TIGER(Recommender):
         return self.encoder(x, src_key_padding_mask=pad), pad
 
     def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """Logits (B, t + 1, vocab) for levels 0..t, given the first t codes of each target (teacher forcing)."""
+        """Logits (N, t + 1, vocab) for levels 0..t, given the first t codes of each of N targets (teacher
+        forcing). N is a multiple of the B memories: target row i reads memory i // (N / B), so the beams of a
+        user (or every candidate of `exact_scores`) share its memory instead of a copy per target."""
         t = prefix.shape[1]
         levels = torch.arange(t, device=self.device)
         start = torch.full((len(prefix), 1), START, dtype=torch.long, device=self.device)
         tokens = torch.cat([start, self.code_offset + levels * self.vocab + prefix], dim=1)
         y = self.drop(self.emb(tokens) + self.dec_pos(torch.arange(t + 1, device=self.device)))
-        causal = nn.Transformer.generate_square_subsequent_mask(t + 1, device=self.device)
-        h = self.decoder(y, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=memory_pad)
+        h = self.decoder_states(y, memory, memory_pad)
         return torch.einsum("btd,tvd->btv", h, self.head[:t + 1])
+
+    def decoder_states(self, y: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
+        """`self.decoder(y, memory)` (pre-norm layers, causal self-attention) for N = G x B target rows over B
+        memories. Cross-attention treats each query on its own, so a memory's G targets go in as one query
+        sequence of G x T tokens: its keys and values are projected once, not G times (beam 20 repeated them
+        20 times, which was most of the cost of decoding on a CPU)."""
+        N, T, d = y.shape
+        group = N // len(memory)
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=self.device)
+        for layer in self.decoder.layers:  # nn.TransformerDecoderLayer.forward with norm_first, regrouped
+            y = y + layer._sa_block(layer.norm1(y), causal, None, is_causal=True)
+            grouped = layer.norm2(y).reshape(len(memory), group * T, d)
+            y = y + layer._mha_block(grouped, memory, None, memory_pad).reshape(N, T, d)
+            y = y + layer._ff_block(layer.norm3(y))
+        return self.decoder.norm(y)
 
     # ---- training -----------------------------------------------------------------------------------
     def batches(self, train, batch_size, rng):
@@ -203,7 +219,6 @@ class TIGER(Recommender):
         children, allowed, item_of = self.trie.tensors(self.device)
         memory, pad = self.encode(self.encoder_tokens(users, histories))
         B, V = memory.shape[0], self.vocab
-        memory, pad = memory.repeat_interleave(beam, 0), pad.repeat_interleave(beam, 0)
         scores = torch.full((B, beam), -torch.inf, device=self.device)
         scores[:, 0] = 0.0  # one live beam to start with; the others would only be copies of it
         prefix = torch.zeros(B, beam, 0, dtype=torch.long, device=self.device)
@@ -230,7 +245,7 @@ class TIGER(Recommender):
             for s in range(0, self.n_items, chunk):
                 target = codes[s:s + chunk]
                 n = len(target)
-                logits = self.decode(memory[b:b + 1].expand(n, -1, -1), pad[b:b + 1].expand(n, -1), target[:, :-1])
+                logits = self.decode(memory[b:b + 1], pad[b:b + 1], target[:, :-1])
                 logp = F.log_softmax(logits.float(), dim=-1).gather(2, target[..., None]).squeeze(2).sum(1)
                 out[b, s:s + n] = logp.masked_fill(~has_id[s:s + n], -torch.inf)
         return out

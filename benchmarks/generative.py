@@ -1,0 +1,92 @@
+"""Helpers shared by the generative-recommender benchmarks: semantic IDs from cached text vectors, a training
+budget that two libraries' loops can share, and beam-search latency per user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from benchmarks.common import REPO
+from extractors.semantic_ids import make_tokenizer, resolve
+from recommenders.data import Split, leave_one_out, load_interactions
+
+DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
+CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
+
+
+def beauty(users: int | None, levels: int, codebook: int) -> tuple[object, Split, np.ndarray, np.ndarray, float]:
+    """Amazon Beauty (optionally its first `users` users, for smoke runs), its leave-one-out split, the
+    cached MiniLM text vectors of its items, and their semantic IDs with the seconds these took."""
+    data = load_interactions(DATA / "Beauty.txt")
+    if users:
+        data.sequences, data.user_ids = data.sequences[:users], data.user_ids[:users]
+    split = leave_one_out(data)
+    vectors = np.load(CACHE)
+    assert len(vectors) == data.n_items and list(data.item_ids) == [str(i) for i in range(1, data.n_items + 1)]
+    ids, seconds = semantic_ids(vectors, levels, codebook)
+    return data, split, vectors, ids, seconds
+
+
+def semantic_ids(vectors: np.ndarray, levels: int, codebook: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """rkmeans codes plus an append-dedup level (a counter per shared tuple), and the seconds it took."""
+    started = time.perf_counter()
+    tokenizer = make_tokenizer("rkmeans", levels=levels, codebook_size=codebook, preprocess="l2", seed=seed)
+    tokenizer.fit(vectors)
+    ids = resolve(tokenizer.encode(vectors), "append").astype(np.int64)
+    return ids, time.perf_counter() - started
+
+
+class BudgetSpent(Exception):
+    """Raised out of a training loop once its step budget is used up; the model keeps its last weights."""
+
+
+class StepBudget:
+    """Caps training at `seconds` of step time (making the batch, forward, backward, update), summed over
+    epochs. Time between epochs (a loop's own validation) is not counted, so two libraries whose loops do
+    different work between epochs get the same compute for their optimisation steps."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.spent, self.steps, self.step_seconds = seconds, 0.0, 0, []
+
+    def wrap(self, batches: Iterable) -> Iterator:
+        """Yield the loop's batches until the budget is spent, then raise BudgetSpent."""
+        last = time.perf_counter()
+        for batch in batches:
+            yield batch
+            now = time.perf_counter()
+            self.step_seconds.append(now - last)
+            self.spent, self.steps, last = self.spent + now - last, self.steps + 1, now
+            if self.spent >= self.seconds:
+                raise BudgetSpent
+
+    def report(self, steps_per_epoch: int) -> dict:
+        median = float(np.median(self.step_seconds)) if self.step_seconds else float("nan")
+        return {"budget_s": self.seconds, "train_s": round(self.spent, 1), "steps": self.steps,
+                "epochs": round(self.steps / steps_per_epoch, 3), "steps_per_epoch": steps_per_epoch,
+                "s_per_step_mean": round(self.spent / max(1, self.steps), 3), "s_per_step_median": round(median, 3),
+                "s_per_epoch": round(self.spent / max(1, self.steps) * steps_per_epoch, 1)}
+
+
+def beam_latency(beam_fn: Callable[[np.ndarray, list], object], users: np.ndarray, histories: list, beam: int,
+                 threads: int, n: int = 64, batch: int | None = 256) -> dict:
+    """Milliseconds per user of `beam_fn(users, histories)` on the CPU with `threads` threads: one user per call
+    (n users), and, if batch, `batch` users in one call. The thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        started = time.perf_counter()
+        for i in range(n):
+            beam_fn(users[i:i + 1], histories[i:i + 1])
+        single = (time.perf_counter() - started) / n
+        out = {"beam": beam, "threads": threads, "ms_per_user_batch1": round(1000 * single, 2)}
+        if batch:
+            batch = min(batch, len(histories))
+            started = time.perf_counter()
+            beam_fn(users[:batch], histories[:batch])
+            out[f"ms_per_user_batch{batch}"] = round(1000 * (time.perf_counter() - started) / batch, 2)
+        return out
+    finally:
+        torch.set_num_threads(before)
