@@ -22,6 +22,7 @@ from pipeline.submit import EXIT_CODES, submit
 from pipeline.synthetic import make_catalog
 from tests.cluster import LocalCluster
 from tests.conftest import REPO
+from tests.test_store import assert_unique
 
 pytestmark = pytest.mark.slow
 SEEREC = Path(sys.executable).with_name("seerec")
@@ -86,10 +87,9 @@ def node_id(cluster: LocalCluster, resource: str) -> str:
 
 
 def store_rows(config: Path, columns: list[str]):
-    table = ItemStore(load_config(config).store).scan(["item_id", *columns])
-    ids = table["item_id"].to_pylist()
-    assert len(ids) == len(set(ids)), "duplicate item rows"
-    return table
+    store = ItemStore(load_config(config).store)
+    assert_unique(store)
+    return store.scan(["item_id", *columns])
 
 
 def described(store: ItemStore) -> int:

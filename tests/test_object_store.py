@@ -184,13 +184,6 @@ def test_index_versions_restore_and_cli_with_env_credentials(s3, env_only):
 
 
 # ---- every stage -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory) -> str:
-    from extractors.test_models import make_tiny_qwen2_vl
-
-    return str(make_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl")))
-
-
 @pytest.mark.slow
 def test_every_stage_on_s3(s3, make_config, tiny_qwen, ray_local, tmp_path, monkeypatch):
     catalog = make_catalog(tmp_path / "syn", n_items=8, n_users=40, seed=11)
