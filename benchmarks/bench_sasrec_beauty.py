@@ -21,6 +21,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -153,9 +154,11 @@ def main() -> None:
              "eval_batch_size": 2048}
     payload = {"dataset": "amazon-beauty", "split": "leave-one-out", "device": device,
                "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-               "selection": "best validation NDCG@10 (history masked)", "runs": []}
+               "selection": "best validation NDCG@10 (history masked)", "cpu_threads": torch.get_num_threads(),
+               "load_average_start": os.getloadavg(), "runs": []}
 
     def save():
+        payload["load_average_now"] = os.getloadavg()
         write_result(args.out, copy.deepcopy(payload))
 
     started = time.perf_counter()
@@ -169,7 +172,8 @@ def main() -> None:
         dropout, batch, lr = ([*spec.split(":"), None, None])[:3]
         settings = {**train, "batch_size": int(batch or train["batch_size"]), "lr": float(lr or train["lr"])}
         report(seerec_run(split, "sasrec", {"hidden": 64, "layers": 2, "heads": 1, "dropout": float(dropout),
-                                            "max_len": 50, "loss": "ce"}, settings))
+                                            "max_len": 50, "loss": "ce", "length_buckets": True},
+                                settings))
 
     if args.warmup and device == "cuda":
         warm = seerec_run(split, "sasrec", {"hidden": 64, "max_len": 50}, {**train, "epochs": 1})

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import BudgetSpent, StepBudget, beam_latency, beauty  # noqa: E402
+from benchmarks.generative import BudgetSpent, StepBudget, beam_latency, beauty, subset  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import EvalSet  # noqa: E402
 from recommenders.evaluate import evaluate_scores  # noqa: E402
@@ -43,14 +43,6 @@ from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "tiger_peer.json"
 ARCH = {"d_model": 128, "layers": 4, "heads": 4, "head_dim": 32, "ff": 1024, "dropout": 0.1, "history": 20}
-
-
-def subset(eval_set: EvalSet, n: int | None, seed: int = 0) -> EvalSet:
-    """A fixed random subset of n users (all if n is None), in their original order."""
-    if n is None or n >= len(eval_set):
-        return eval_set
-    keep = np.sort(np.random.default_rng(seed).choice(len(eval_set), n, replace=False))
-    return EvalSet(eval_set.users[keep], eval_set.targets[keep], [eval_set.histories[i] for i in keep])
 
 
 def steps_per_epoch(split, batch_size: int) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.common import REPO
 from extractors.semantic_ids import make_tokenizer, resolve
-from recommenders.data import Split, leave_one_out, load_interactions
+from recommenders.data import EvalSet, Split, leave_one_out, load_interactions
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
 CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
@@ -37,6 +37,14 @@ def semantic_ids(vectors: np.ndarray, levels: int, codebook: int, seed: int = 0)
     tokenizer.fit(vectors)
     ids = resolve(tokenizer.encode(vectors), "append").astype(np.int64)
     return ids, time.perf_counter() - started
+
+
+def subset(eval_set: EvalSet, n: int | None, seed: int = 0) -> EvalSet:
+    """A fixed random subset of n users (all if n is None), in their original order."""
+    if n is None or n >= len(eval_set):
+        return eval_set
+    keep = np.sort(np.random.default_rng(seed).choice(len(eval_set), n, replace=False))
+    return EvalSet(eval_set.users[keep], eval_set.targets[keep], [eval_set.histories[i] for i in keep])
 
 
 class BudgetSpent(Exception):

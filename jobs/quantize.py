@@ -70,7 +70,7 @@ def run_quantize(cfg: SeerecConfig, assign_only: bool = False) -> StageSummary:
     summary = StageSummary("quantize", "", total=total, skipped=total - rows.num_rows)
     ids_written = np.zeros((0, 0), np.int16)
     if rows.num_rows:
-        X = concat_columns([_matrix(rows[c], c) for c in columns])
+        X = concat_columns([_matrix(rows[c], c) for c in columns], unit_rows=tokenizer.pre.mode == "l2")
         ok = np.isfinite(X).all(axis=1)
         if not assign_only:
             tokenizer.fit(X[ok])

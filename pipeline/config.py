@@ -138,7 +138,8 @@ class QuantizeConfig(Section):
     tokenizer: Literal["rkmeans", "rqvae"] = "rkmeans"
     levels: int = Field(3, ge=1, le=16)
     codebook_size: int = Field(256, ge=2, le=32767)
-    # Input preprocessing, stored with the tokenizer: none, l2 (unit rows) or standardize (per dimension).
+    # Input preprocessing, stored with the tokenizer: none, l2 (unit rows; several columns are each made unit
+    # before they are joined, so that they weigh alike) or standardize (per dimension).
     preprocess: Literal["none", "l2", "standardize"] = "l2"
     # rkmeans: cluster each residual's direction rather than the residual itself.
     normalize_residuals: bool = False
@@ -210,6 +211,9 @@ class SASRecConfig(Section):
     max_len: int = Field(50, ge=2)
     # ce: softmax over all items (the strong variant); bce: one sampled negative per position (2018 paper).
     loss: Literal["ce", "bce"] = "ce"
+    # Batch users of similar history length (shuffled pools), so batches carry less padding (about 2x faster
+    # epochs on Amazon Beauty on CPU); the loss still weighs every position alike. Off: plain shuffled batches.
+    length_buckets: bool = True
 
 
 class SASRecContentConfig(SASRecConfig):
@@ -253,6 +257,9 @@ class TigerConfig(Section):
     beam_size: int = Field(20, ge=1)
     constrained: bool = True
     scoring: Literal["beam", "exact"] = "beam"
+    # Batch training examples of similar history length (shuffled pools), so the encoder runs on less
+    # padding. Off: plain shuffled batches.
+    length_buckets: bool = True
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TigerConfig:

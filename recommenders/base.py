@@ -73,17 +73,43 @@ class Recommender(nn.Module):
 
 
 # ---- batch makers shared by several models ---------------------------------------------------------------
+BUCKET_POOL = 50  # batches per pool sorted by length: wide enough to bucket, narrow enough to stay random
+
+
+def shuffled_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                     length_buckets: bool = False) -> list[np.ndarray]:
+    """Indexes of examples in random batches. With `length_buckets`, the shuffled examples are sorted by
+    length within pools of BUCKET_POOL batches, cut into batches and the batches shuffled: a batch is padded
+    to its own longest example, so on skewed data (most histories short, a few at the cap) the model runs
+    on several times fewer padded positions, while each batch still mixes users from the whole catalogue."""
+    order = rng.permutation(len(lengths))
+    if not length_buckets:
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    groups = []
+    pool = BUCKET_POOL * batch_size
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        groups += [chunk[at:at + batch_size] for at in range(0, len(chunk), batch_size)]
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
 def sequence_batches(train: Sequence[np.ndarray], max_len: int, batch_size: int, rng: np.random.Generator,
-                     device: torch.device) -> Iterator[dict]:
-    """Next-item batches: inputs seq[:-1] and targets seq[1:], the last max_len of each, left-padded with -1."""
+                     device: torch.device, length_buckets: bool = False) -> Iterator[dict]:
+    """Next-item batches: inputs seq[:-1] and targets seq[1:], the last max_len of each, left-padded with -1.
+
+    Each batch carries `positions`, the number of target positions a batch of its size has on average over
+    the epoch: a loss summed over positions and divided by it weighs every position alike whichever batch
+    it falls in (with length buckets, a per-batch mean would favour the short-sequence batches)."""
     users = np.array([u for u, s in enumerate(train) if len(s) >= 2], dtype=np.int64)
-    users = users[rng.permutation(len(users))]
-    for start in range(0, len(users), batch_size):
-        chosen = users[start:start + batch_size]
+    lengths = np.array([min(len(train[u]) - 1, max_len) for u in users], dtype=np.int64)
+    per_user = float(lengths.mean()) if len(users) else 0.0
+    for group in shuffled_batches(lengths, batch_size, rng, length_buckets):
+        chosen = users[group]
         inputs = pad_histories([train[u][:-1] for u in chosen], max_len)
         targets = pad_histories([train[u][1:] for u in chosen], max_len)
         yield {"users": torch.from_numpy(chosen).to(device), "inputs": inputs.to(device),
-               "targets": targets.to(device)}
+               "targets": targets.to(device), "positions": per_user * len(chosen)}
 
 
 def pair_batches(train: Sequence[np.ndarray], n_items: int, batch_size: int, rng: np.random.Generator,

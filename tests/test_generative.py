@@ -136,6 +136,19 @@ def successor_codes(n_items: int = 40, seed: int = 0) -> np.ndarray:
     return np.concatenate([base, np.r_[np.zeros(n_items - 4), np.ones(4)][:, None]], axis=1).astype(np.int64)
 
 
+@pytest.mark.parametrize("length_buckets", [False, True])
+def test_training_batches_hold_every_position_once(length_buckets):
+    split = successor_split()
+    model = tiny_model(successor_codes(), max_items=3, length_buckets=length_buckets)
+    seen = []
+    for batch in model.batches(split.train, 16, np.random.default_rng(0)):
+        assert batch["tokens"].shape[1] <= 1 + 3 * model.levels
+        seen += [tuple(t) for t in batch["targets"].tolist()]
+    codes = model.item_codes()
+    expected = [tuple(codes[item].tolist()) for seq in split.train for item in seq[1:]]
+    assert sorted(seen) == sorted(expected)
+
+
 @pytest.fixture(scope="module")
 def trained():
     split = successor_split()
@@ -174,8 +187,10 @@ def test_an_item_added_after_training_can_be_generated(trained):
         sibling = [a, b, c, 2]
     new = int(model.add_items([sibling])[0])
     assert new == 40 and model.n_items == 41
-    items, scores = model.beam_search(users, histories, 10)
+    # A beam as wide as the catalog holds every item the trie can reach: the new one now among them.
+    items, scores = model.beam_search(users, histories, model.n_items)
     assert items[0, 0] == target and new in items[0].tolist()  # generated, without retraining
+    assert torch.isfinite(scores[0, items[0].tolist().index(new)])
     scores = model.score(users, histories)
     assert scores.shape == (1, 41) and torch.isfinite(scores[0, new])
 

@@ -24,6 +24,7 @@ import yaml
 from pipeline.config import StoreConfig, validate_config
 from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vector_type
 from pipeline.store import ItemStore
+from recommenders.base import sequence_batches
 from recommenders.data import (
     RecommenderError,
     build_interactions,
@@ -150,6 +151,24 @@ def test_leave_one_out(data, split):
     assert split.valid.targets[0] == seq[-2] and split.valid.histories[0].tolist() == seq[:-2].tolist()
     assert split.test.targets[0] == seq[-1] and split.test.histories[0].tolist() == seq[:-1].tolist()
     assert len(split.valid) == len(split.test) == data.n_users
+
+
+def test_length_buckets_keep_every_user_once_and_cut_padding():
+    rng = np.random.default_rng(0)
+    train = [np.arange(n) for n in rng.choice([2, 3, 4, 50], size=2000, p=[0.4, 0.3, 0.2, 0.1])] + [np.arange(1)]
+    plain = list(sequence_batches(train, 20, 16, np.random.default_rng(1), torch.device("cpu")))
+    bucketed = list(sequence_batches(train, 20, 16, np.random.default_rng(1), torch.device("cpu"), True))
+    for batches in (plain, bucketed):
+        users = np.concatenate([b["users"].numpy() for b in batches])
+        assert sorted(users.tolist()) == list(range(2000))  # the one-item user has no target and is left out
+        for b in batches:
+            assert b["inputs"].shape[1] <= 20
+            assert b["targets"][0, -1] == train[b["users"][0]][-1]
+        # `positions` is the epoch's mean target count per user times the batch's users
+        mean = np.mean([min(len(s) - 1, 20) for s in train[:2000]])
+        assert all(b["positions"] == pytest.approx(mean * len(b["users"])) for b in batches)
+    assert sum(b["inputs"].numel() for b in bucketed) < 0.5 * sum(b["inputs"].numel() for b in plain)
+    assert len({b["inputs"].shape[1] for b in bucketed}) > 1  # batch lengths vary: pools sorted, batches shuffled
 
 
 def test_temporal_split_cuts_at_one_global_time():

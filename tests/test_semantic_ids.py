@@ -13,6 +13,7 @@ from extractors.semantic_ids import (
     QuantizeError,
     Tokenizer,
     collision_stats,
+    concat_columns,
     diagnose,
     make_tokenizer,
     resolve,
@@ -223,6 +224,17 @@ def _store_with_vectors(make_config, tmp_path, n=300, **quantize):
                      "text_vec_error": pa.nulls(n, pa.string()), "text_vec_source": ["t"] * n})
     store.write_family(family, rows)
     return cfg, store, X, valid
+
+
+def test_hybrid_columns_weigh_alike_under_l2():
+    rng = np.random.default_rng(0)
+    text, collab = rng.normal(size=(50, 8)), 100 * rng.normal(size=(50, 4))  # unrelated norms
+    joined = concat_columns([text, collab], unit_rows=True)
+    assert joined.shape == (50, 12)
+    for part in (joined[:, :8], joined[:, 8:]):
+        assert np.allclose(np.linalg.norm(part, axis=1), 1)
+    assert np.allclose(joined[:, 8:], collab / np.linalg.norm(collab, axis=1, keepdims=True))
+    assert np.array_equal(concat_columns([text, collab]), np.concatenate([text, collab], 1).astype(np.float32))
 
 
 def test_quantize_config_reaches_the_tokenizer():

@@ -35,13 +35,17 @@ class QuantizeError(ValueError):
     """Input a tokenizer cannot turn into meaningful codes; its message is meant for the user as it is."""
 
 
-def concat_columns(columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Several (N, D_i) vector columns side by side as one (N, sum D_i) float32 matrix."""
+def concat_columns(columns: Sequence[np.ndarray], unit_rows: bool = False) -> np.ndarray:
+    """Several (N, D_i) vector columns side by side as one (N, sum D_i) float32 matrix. With `unit_rows`,
+    each column's rows are scaled to length 1 first, so that the columns weigh alike: a text embedding and
+    a collaborative one (hybrid IDs) have unrelated norms, and the larger would otherwise decide the codes."""
     arrays = [np.asarray(c, dtype=np.float32) for c in columns]
     if not arrays:
         raise QuantizeError("no vector columns to quantize")
     if any(a.ndim != 2 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
         raise QuantizeError("vector columns must be 2-D with the same number of rows")
+    if unit_rows:
+        arrays = [Preprocessor("l2")(a) for a in arrays]
     return np.ascontiguousarray(np.concatenate(arrays, axis=1))
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recommenders.base import Recommender
+from recommenders.base import Recommender, shuffled_batches
 from recommenders.data import RecommenderError
 from recommenders.evaluate import pad_histories
 from recommenders.generative.trie import ROOT, SemanticIdTrie
@@ -46,7 +46,8 @@ class TIGER(Recommender):
     def __init__(self, n_users: int, n_items: int, features=None, d_model: int = 128, encoder_layers: int = 4,
                  decoder_layers: int = 4, heads: int = 4, ff: int = 1024, dropout: float = 0.1, max_items: int = 20,
                  user_buckets: int = 2000, codebook_size: int | None = None, levels: int | None = None,
-                 beam_size: int = 20, constrained: bool = True, scoring: str = "beam", **hparams):
+                 beam_size: int = 20, constrained: bool = True, scoring: str = "beam", length_buckets: bool = True,
+                 **hparams):
         if features is None:
             raise RecommenderError("model tiger needs the items' semantic IDs; run `seerec quantize` and name the "
                                    "store column in train.tiger.semantic_id_column")
@@ -58,10 +59,10 @@ class TIGER(Recommender):
         super().__init__(n_users, n_items, codes.float(), d_model=d_model, encoder_layers=encoder_layers,
                          decoder_layers=decoder_layers, heads=heads, ff=ff, dropout=dropout, max_items=max_items,
                          user_buckets=user_buckets, codebook_size=codebook_size, levels=levels, beam_size=beam_size,
-                         constrained=constrained, scoring=scoring, **hparams)
+                         constrained=constrained, scoring=scoring, length_buckets=length_buckets, **hparams)
         self.levels, self.vocab, self.max_items = levels, codebook_size + 1, max_items
         self.user_buckets, self.beam_size = user_buckets, beam_size
-        self.constrained, self.scoring = constrained, scoring
+        self.constrained, self.scoring, self.length_buckets = constrained, scoring, length_buckets
         self.code_offset = 2
         self.user_offset = 2 + levels * self.vocab
         self.emb = nn.Embedding(self.user_offset + user_buckets, d_model, padding_idx=PAD)
@@ -170,10 +171,12 @@ class TIGER(Recommender):
         group = N // len(memory)
         causal = nn.Transformer.generate_square_subsequent_mask(T, device=self.device)
         for layer in self.decoder.layers:  # nn.TransformerDecoderLayer.forward with norm_first, regrouped
-            y = y + layer._sa_block(layer.norm1(y), causal, None, is_causal=True)
-            grouped = layer.norm2(y).reshape(len(memory), group * T, d)
-            y = y + layer._mha_block(grouped, memory, None, memory_pad).reshape(N, T, d)
-            y = y + layer._ff_block(layer.norm3(y))
+            x = layer.norm1(y)
+            y = y + layer.dropout1(layer.self_attn(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0])
+            x = layer.norm2(y).reshape(len(memory), group * T, d)
+            x = layer.multihead_attn(x, memory, memory, key_padding_mask=memory_pad, need_weights=False)[0]
+            y = y + layer.dropout2(x.reshape(N, T, d))
+            y = y + layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(y))))))
         return self.decoder.norm(y)
 
     # ---- training -----------------------------------------------------------------------------------
@@ -182,10 +185,10 @@ class TIGER(Recommender):
         has_id = self.has_id().cpu().numpy()
         examples = np.array([(u, p) for u, seq in enumerate(train) for p in range(1, len(seq)) if has_id[seq[p]]],
                             dtype=np.int64).reshape(-1, 2)
-        examples = examples[rng.permutation(len(examples))]
+        lengths = np.minimum(examples[:, 1], self.max_items)
         codes = self.item_codes()
-        for start in range(0, len(examples), batch_size):
-            chosen = examples[start:start + batch_size]
+        for group in shuffled_batches(lengths, batch_size, rng, self.length_buckets):
+            chosen = examples[group]
             users = torch.from_numpy(chosen[:, 0]).to(self.device)
             histories = [train[u][max(0, p - self.max_items):p] for u, p in chosen]
             targets = codes[torch.as_tensor([train[u][p] for u, p in chosen], device=self.device)]

@@ -62,10 +62,10 @@ class SASRec(Recommender):
     name = "sasrec"
 
     def __init__(self, n_users: int, n_items: int, features=None, hidden: int = 64, layers: int = 2, heads: int = 2,
-                 dropout: float = 0.2, max_len: int = 50, loss: str = "ce", **hparams):
+                 dropout: float = 0.2, max_len: int = 50, loss: str = "ce", length_buckets: bool = True, **hparams):
         super().__init__(n_users, n_items, features, hidden=hidden, layers=layers, heads=heads, dropout=dropout,
-                         max_len=max_len, loss=loss, **hparams)
-        self.hidden, self.max_len, self.loss_kind = hidden, max_len, loss
+                         max_len=max_len, loss=loss, length_buckets=length_buckets, **hparams)
+        self.hidden, self.max_len, self.loss_kind, self.length_buckets = hidden, max_len, loss, length_buckets
         self.item_emb: nn.Embedding | None = nn.Embedding(n_items, hidden)
         nn.init.normal_(self.item_emb.weight, std=hidden ** -0.5)
         self.pos_emb = nn.Embedding(max_len, hidden)
@@ -93,7 +93,7 @@ class SASRec(Recommender):
         return self.ln_f(x)
 
     def batches(self, train, batch_size, rng):
-        return sequence_batches(train, self.max_len, batch_size, rng, self.device)
+        return sequence_batches(train, self.max_len, batch_size, rng, self.device, self.length_buckets)
 
     def loss(self, batch: dict) -> torch.Tensor:
         table = self.item_table()
@@ -101,13 +101,14 @@ class SASRec(Recommender):
         targets = batch["targets"]
         keep = targets >= 0
         h, t = hidden[keep], targets[keep]
-        if self.loss_kind == "ce":
-            return F.cross_entropy(h @ table.T, t)
+        if self.loss_kind == "ce":  # summed, then divided by the epoch's mean positions per batch (see batches)
+            return F.cross_entropy(h @ table.T, t, reduction="sum") / batch["positions"]
         negatives = torch.randint(0, self.n_items, t.shape, device=t.device)
         pos = (h * table[t]).sum(-1)
         neg = (h * table[negatives]).sum(-1)
         return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]),
-                                                  torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
+                                                  torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]),
+                                                  reduction="sum") / (2 * batch["positions"])
 
     def score(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
         table = self.item_table()
