@@ -89,11 +89,14 @@ def prepare_data(cfg: SeerecConfig) -> Prepared:
 
 
 def build_model(tcfg: TrainConfig, n_users: int, n_items: int, features: np.ndarray | None) -> Recommender:
+    """The configured model, its weights initialised from `tcfg.seed` (not from whatever ran before it in the
+    process, e.g. an earlier model of a compare run)."""
     cls = MODELS[tcfg.model]
     hparams = getattr(tcfg, tcfg.model).model_dump()
     if cls.needs_features and features is None:
         raise RecommenderError(f"model {tcfg.model} needs item features; name store vector columns in "
                                "train.features, e.g. train.features=[text_vec]")
+    torch.manual_seed(tcfg.seed)
     return cls(n_users, n_items, torch.from_numpy(features) if features is not None else None, **hparams)
 
 

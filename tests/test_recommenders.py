@@ -153,6 +153,14 @@ def test_leave_one_out(data, split):
     assert len(split.valid) == len(split.test) == data.n_users
 
 
+def test_model_weights_start_from_the_seed_not_from_what_ran_before(split):
+    tcfg = validate_config({"train": {"model": "sasrec", "seed": 3}}).train
+    first = build_model(tcfg, split.n_users, split.n_items, None).state_dict()
+    torch.rand(1000)  # e.g. an earlier model of the same compare run
+    second = build_model(tcfg, split.n_users, split.n_items, None).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_length_buckets_keep_every_user_once_and_cut_padding():
     rng = np.random.default_rng(0)
     train = [np.arange(n) for n in rng.choice([2, 3, 4, 50], size=2000, p=[0.4, 0.3, 0.2, 0.1])] + [np.arange(1)]
