@@ -66,7 +66,7 @@ def id_stats(ids: np.ndarray, levels: int) -> dict:
 
 
 def train_tiger(split, ids: np.ndarray, args, valid) -> tuple[object, list[dict], float]:
-    tiger = {**CPU_TIGER, **json.loads(args.tiger), "codebook_size": int(ids.max()) + 1}
+    tiger = {**args.tiger, "codebook_size": int(ids.max()) + 1}
     tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": args.epochs,
                                       "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
                                       "seed": 0, "progress": False, "eval_batch_size": 512}}).train
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
+    args.tiger = {**CPU_TIGER, **json.loads(args.tiger)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, split, text, content_ids, _ = beauty(args.users, args.levels, args.codebook)
     valid, test = subset(split.valid, args.valid_users), subset(split.test, args.test_users, seed=1)
@@ -101,7 +102,7 @@ def main() -> None:
                "threads": torch.get_num_threads(), "valid_users": len(valid), "test_users": len(test),
                "tokenizer": {"kind": "rkmeans", "levels": args.levels, "codebook": args.codebook, "balance": 1.0,
                              "dedup": "append"},
-               "tiger": {**CPU_TIGER, **json.loads(args.tiger)},
+               "tiger": args.tiger,
                "train": {"epochs": args.epochs, "patience": args.patience, "lr": args.lr,
                          "batch_size": args.batch_size}, "ids": {}}
     vectors = {"content": text}
