@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, write_result  # noqa: E402
+from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import leave_one_out, load_interactions  # noqa: E402
 from recommenders.evaluate import evaluate, evaluate_scores, pad_histories  # noqa: E402
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--no-cornac", action="store_true")
     parser.add_argument("--content", action="store_true")
     parser.add_argument("--grid", default="0.2,0.5",
-                        help="configurations to tune on validation: dropout[:batch_size[:lr]], comma-separated")
+                        help="configurations tuned on validation: dropout[:batch_size[:lr[:hidden]]], comma-separated")
     parser.add_argument("--warmup", action="store_true",
                         help="start CUDA (context, kernels) before any timed run, so no run pays for it")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -169,11 +169,12 @@ def main() -> None:
         save()
 
     def sasrec(spec: str) -> None:
-        dropout, batch, lr = ([*spec.split(":"), None, None])[:3]
+        dropout, batch, lr, hidden = ([*spec.split(":"), None, None, None])[:4]
         settings = {**train, "batch_size": int(batch or train["batch_size"]), "lr": float(lr or train["lr"])}
-        report(seerec_run(split, "sasrec", {"hidden": 64, "layers": 2, "heads": 1, "dropout": float(dropout),
-                                            "max_len": 50, "loss": "ce", "length_buckets": True},
-                                settings))
+        hparams = {**BEAUTY_SASREC, "dropout": float(dropout), "length_buckets": True}
+        if hidden:
+            hparams["hidden"] = int(hidden)
+        report(seerec_run(split, "sasrec", hparams, settings))
 
     if args.warmup and device == "cuda":
         warm = seerec_run(split, "sasrec", {"hidden": 64, "max_len": 50}, {**train, "epochs": 1})

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import beam_latency, beauty  # noqa: E402
+from benchmarks.generative import add_common_arguments, beam_latency, beauty  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
@@ -45,14 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--codebook", type=int, default=256)
     parser.add_argument("--tiger", default="{}", help='JSON overrides of train.tiger, e.g. \'{"d_model": 64}\'')
-    parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
     parser.add_argument("--cpu-threads", type=int, default=None)
-    parser.add_argument("--out", default=str(OUT))
+    add_common_arguments(parser, OUT, lr=1e-3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = "cuda" if torch.cuda.is_available() else "cpu"

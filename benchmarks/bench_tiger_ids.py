@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import beauty, semantic_ids, subset  # noqa: E402
+from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
+from benchmarks.generative import add_common_arguments, beauty, semantic_ids, subset  # noqa: E402
 from extractors.semantic_ids import collision_stats, concat_columns  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
@@ -41,12 +41,11 @@ from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "tiger_ids.json"
 CPU_TIGER = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4, "ff": 256, "dropout": 0.1}
-SASREC = {"hidden": 64, "layers": 2, "heads": 1, "dropout": 0.5, "max_len": 50, "loss": "ce"}
 
 
 def collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
     """Item embeddings of an ID-only SASRec early-stopped on validation, and how it was trained."""
-    tcfg = validate_config({"train": {"model": "sasrec", "sasrec": SASREC, "epochs": epochs, "patience": 3,
+    tcfg = validate_config({"train": {"model": "sasrec", "sasrec": BEAUTY_SASREC, "epochs": epochs, "patience": 3,
                                       "batch_size": 128, "lr": lr, "seed": 0, "progress": False,
                                       "eval_batch_size": 2048}}).train
     model = build_model(tcfg, split.n_users, split.n_items, None)
@@ -54,7 +53,7 @@ def collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, di
     trained = np.zeros(split.n_items, bool)
     trained[np.concatenate(split.train)] = True
     return model.item_embeddings().detach().cpu().numpy(), {
-        "model": "sasrec", "hparams": SASREC, "lr": lr, "best_epoch": history[0]["best_epoch"],
+        "model": "sasrec", "hparams": BEAUTY_SASREC, "lr": lr, "best_epoch": history[0]["best_epoch"],
         "valid_ndcg@10": round(max(h["valid_ndcg@10"] for h in history), 5),
         "seconds_to_best": history[0]["seconds_to_best"],
         "items_without_training_interactions": int((~trained).sum())}
@@ -80,18 +79,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6, help="TIGER epochs per ID set (early stopping inside)")
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--tiger", default="{}", help="JSON overrides of the CPU-sized TIGER (train.tiger keys)")
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--codebook", type=int, default=256)
     parser.add_argument("--sasrec-epochs", type=int, default=20)
     parser.add_argument("--sasrec-lr", type=float, default=4e-3)
     parser.add_argument("--kinds", default="content,collaborative,hybrid")
     parser.add_argument("--valid-users", type=int, default=2000)
     parser.add_argument("--test-users", type=int, default=5000)
-    parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
-    parser.add_argument("--out", default=str(OUT))
+    add_common_arguments(parser, OUT, lr=2e-3)
     args = parser.parse_args()
     args.tiger = {**CPU_TIGER, **json.loads(args.tiger)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import BudgetSpent, StepBudget, beam_latency, beauty, subset  # noqa: E402
+from benchmarks.generative import BudgetSpent, StepBudget, add_common_arguments, beam_latency, beauty, subset  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import EvalSet  # noqa: E402
 from recommenders.evaluate import evaluate_scores  # noqa: E402
@@ -176,14 +176,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=600, help="seconds of training steps for each library")
     parser.add_argument("--beam", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--codebook", type=int, default=256)
     parser.add_argument("--eval-users", type=int, default=None, help="a fixed random subset of test users (both)")
     parser.add_argument("--latency-users", type=int, default=64)
-    parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
-    parser.add_argument("--out", default=str(OUT))
+    add_common_arguments(parser, OUT, lr=1e-3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, split, vectors, ids, id_seconds = beauty(args.users, args.levels, args.codebook)

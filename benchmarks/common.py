@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The CPU-sized SASRec of the Beauty benchmarks: bench_sasrec_beauty tunes dropout, lr and width around it, and
+# bench_tiger_ids exports its item embeddings as collaborative vectors.
+BEAUTY_SASREC = {"hidden": 64, "layers": 2, "heads": 1, "dropout": 0.5, "max_len": 50, "loss": "ce"}
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> list[float]:

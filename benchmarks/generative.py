@@ -3,8 +3,10 @@ budget that two libraries' loops can share, and beam-search latency per user."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +39,16 @@ def semantic_ids(vectors: np.ndarray, levels: int, codebook: int, seed: int = 0)
     tokenizer.fit(vectors)
     ids = resolve(tokenizer.encode(vectors), "append").astype(np.int64)
     return ids, time.perf_counter() - started
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, out: Path, lr: float) -> None:
+    """The options every TIGER benchmark takes: optimiser batch and lr, tokenizer shape, smoke subsample, output."""
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--codebook", type=int, default=256)
+    parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
+    parser.add_argument("--out", default=str(out))
 
 
 def subset(eval_set: EvalSet, n: int | None, seed: int = 0) -> EvalSet:
