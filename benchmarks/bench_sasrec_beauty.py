@@ -172,9 +172,8 @@ def main() -> None:
     def sasrec(spec: str) -> None:
         dropout, batch, lr, hidden = ([*spec.split(":"), None, None, None])[:4]
         settings = {**train, "batch_size": int(batch or train["batch_size"]), "lr": float(lr or train["lr"])}
-        hparams = {**BEAUTY_SASREC, "dropout": float(dropout), "length_buckets": True}
-        if hidden:
-            hparams["hidden"] = int(hidden)
+        hparams = {**BEAUTY_SASREC, "hidden": int(hidden or BEAUTY_SASREC["hidden"]), "dropout": float(dropout),
+                   "length_buckets": True}
         report(seerec_run(split, "sasrec", hparams, settings))
 
     if args.warmup and device == "cuda":
