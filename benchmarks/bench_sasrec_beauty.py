@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--warmup", action="store_true",
                         help="start CUDA (context, kernels) before any timed run, so no run pays for it")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-plateau-factor", type=float, default=1.0,
+                        help="multiply seerec's lr by this after every epoch without a new best")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the batch order of seerec's runs")
     parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
     parser.add_argument("--out", default=str(OUT))
@@ -152,7 +154,7 @@ def main() -> None:
     print(f"Beauty: {data.n_users} users, {data.n_items} items, {data.n_interactions} interactions; {device}",
           flush=True)
     train = {"epochs": args.epochs, "patience": args.patience, "batch_size": 128, "lr": args.lr, "seed": args.seed,
-             "eval_batch_size": 2048}
+             "eval_batch_size": 2048, "lr_plateau_factor": args.lr_plateau_factor}
     payload = {"dataset": "amazon-beauty", "split": "leave-one-out", "device": device,
                "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                "selection": "best validation NDCG@10 (history masked)", "cpu_threads": torch.get_num_threads(),

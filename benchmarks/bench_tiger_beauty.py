@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import add_common_arguments, beam_latency, beauty  # noqa: E402
+from benchmarks.generative import add_common_arguments, add_loop_arguments, beam_latency, beauty, loop_settings  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
@@ -43,8 +43,7 @@ def latency(model, split, beam: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
+    add_loop_arguments(parser, epochs=200, patience=10)
     parser.add_argument("--tiger", default="{}", help='JSON overrides of train.tiger, e.g. \'{"d_model": 64}\'')
     parser.add_argument("--cpu-threads", type=int, default=None)
     add_common_arguments(parser, OUT, lr=1e-3)
@@ -55,8 +54,7 @@ def main() -> None:
     print(f"Beauty: {data.n_users} users, {data.n_items} items; IDs {ids.shape[1]} codes in {id_seconds:.0f}s; "
           f"{device}", flush=True)
     tiger = {"codebook_size": int(ids.max()) + 1, **json.loads(args.tiger)}
-    tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": args.epochs, "progress": False,
-                                      "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
+    tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, **loop_settings(args), "progress": False,
                                       "eval_batch_size": 1024, "cpu_threads": args.cpu_threads}}).train
     model = build_model(tcfg, split.n_users, split.n_items, ids)
     started = time.perf_counter()
@@ -69,8 +67,7 @@ def main() -> None:
         "dataset": "amazon-beauty", "split": "leave-one-out", "users": data.n_users, "device": device,
         "semantic_ids": {"tokenizer": "rkmeans", "levels": args.levels, "codebook": args.codebook,
                          "dedup": "append", "input": "MiniLM of brand + categories", "seconds": round(id_seconds, 1)},
-        "hparams": model.hparams, "train": {"epochs": args.epochs, "patience": args.patience, "lr": args.lr,
-                                            "batch_size": args.batch_size},
+        "hparams": model.hparams, "train": loop_settings(args),
         "valid": evaluate(model, split.valid).metrics, "test_masked": test,
         "test_unmasked": evaluate(model, split.test, mask_history=False).metrics,
         "published_tiger": PUBLISHED, "decoding": decoding,

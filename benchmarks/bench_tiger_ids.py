@@ -19,6 +19,7 @@ published ones.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
-from benchmarks.generative import add_common_arguments, beauty, semantic_ids, subset  # noqa: E402
+from benchmarks.generative import add_common_arguments, add_loop_arguments, beauty, loop_settings, semantic_ids, subset  # noqa: E402
 from extractors.semantic_ids import collision_stats, concat_columns  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
@@ -44,7 +45,19 @@ CPU_TIGER = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4
 
 
 def collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
-    """Item embeddings of an ID-only SASRec early-stopped on validation, and how it was trained."""
+    """Item embeddings of an ID-only SASRec early-stopped on validation, and how it was trained. Cached in
+    benchmarks/.cache under a hash of its settings: every run would otherwise retrain it (~8 min on 2 cores)."""
+    key = json.dumps({"sasrec": BEAUTY_SASREC, "epochs": epochs, "lr": lr, "users": split.n_users}, sort_keys=True)
+    path = REPO / "benchmarks" / ".cache" / f"beauty-sasrec-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+    if path.is_file():
+        cached = np.load(path)
+        return cached["vectors"], {**json.loads(str(cached["info"])), "cached": path.name}
+    vectors, info = train_collaborative_vectors(split, epochs, lr)
+    np.savez(path, vectors=vectors, info=json.dumps(info))
+    return vectors, info
+
+
+def train_collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
     tcfg = validate_config({"train": {"model": "sasrec", "sasrec": BEAUTY_SASREC, "epochs": epochs, "patience": 3,
                                       "batch_size": 128, "lr": lr, "seed": 0, "progress": False,
                                       "eval_batch_size": 2048}}).train
@@ -66,9 +79,8 @@ def id_stats(ids: np.ndarray, levels: int) -> dict:
 
 def train_tiger(split, ids: np.ndarray, args, valid) -> tuple[object, list[dict], float]:
     tiger = {**args.tiger, "codebook_size": int(ids.max()) + 1}
-    tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": args.epochs,
-                                      "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
-                                      "seed": 0, "progress": False, "eval_batch_size": 512}}).train
+    tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, **loop_settings(args), "seed": 0,
+                                      "progress": False, "eval_batch_size": 512}}).train
     model = build_model(tcfg, split.n_users, split.n_items, ids)
     started = time.perf_counter()
     history = fit(model, replace(split, valid=valid), tcfg)
@@ -77,8 +89,7 @@ def train_tiger(split, ids: np.ndarray, args, valid) -> tuple[object, list[dict]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6, help="TIGER epochs per ID set (early stopping inside)")
-    parser.add_argument("--patience", type=int, default=3)
+    add_loop_arguments(parser, epochs=6, patience=3)
     parser.add_argument("--tiger", default="{}", help="JSON overrides of the CPU-sized TIGER (train.tiger keys)")
     parser.add_argument("--sasrec-epochs", type=int, default=20)
     parser.add_argument("--sasrec-lr", type=float, default=4e-3)
@@ -97,8 +108,7 @@ def main() -> None:
                "tokenizer": {"kind": "rkmeans", "levels": args.levels, "codebook": args.codebook, "balance": 1.0,
                              "dedup": "append"},
                "tiger": args.tiger,
-               "train": {"epochs": args.epochs, "patience": args.patience, "lr": args.lr,
-                         "batch_size": args.batch_size}, "ids": {}}
+               "train": loop_settings(args), "ids": {}}
     vectors = {"content": text}
     if {"collaborative", "hybrid"} & set(kinds):
         cf, payload["collaborative_source"] = collaborative_vectors(split, args.sasrec_epochs, args.sasrec_lr)

@@ -157,16 +157,19 @@ def _fit(model: Recommender, split: Split, tcfg: TrainConfig, rank: int = 0, wor
             if len(losses) % 10 == 1:
                 steps.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         ndcg = validate(epoch, float(np.mean(losses)) if losses else None)
+        history[-1]["lr"] = optimizer.param_groups[0]["lr"]
         if ndcg > best:
             best, best_epoch, best_seconds, waited = ndcg, epoch, history[-1]["seconds"], 0
             best_state = _copy_state(model)
         else:
             waited += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= tcfg.lr_plateau_factor
         epochs.set_postfix(loss=f"{history[-1]['loss'] or 0.0:.4f}", ndcg10=f"{ndcg:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
         if not tcfg.progress:
-            log.info("%s epoch %d: loss %.4f, valid NDCG@10 %.4f (best %.4f at epoch %d)", model.name, epoch,
-                     history[-1]["loss"] or 0.0, ndcg, best, best_epoch)
+            log.info("%s epoch %d: loss %.4f, lr %.3g, valid NDCG@10 %.4f (best %.4f at epoch %d)", model.name,
+                     epoch, history[-1]["loss"] or 0.0, history[-1]["lr"], ndcg, best, best_epoch)
         if waited >= tcfg.patience:
             log.info("no better validation NDCG@10 for %d epochs: stopping at epoch %d", waited, epoch)
             break

@@ -239,6 +239,20 @@ def test_collaborative_models_beat_popularity(split, popularity, model, extra):
     assert items.shape == (3, 5) and not set(items[0].tolist()) & set(split.test.histories[0].tolist())
 
 
+def test_lr_plateau_factor_cuts_the_lr_after_each_epoch_without_a_new_best(split):
+    tcfg = train_config("bpr", lr=0.5, epochs=8, patience=8, lr_plateau_factor=0.5)
+    net = build_model(tcfg, split.n_users, split.n_items, None)
+    history = fit(net, split, tcfg)
+    best, expected, cuts = history[0]["valid_ndcg@10"], 0.5, 0
+    for entry in history[1:]:
+        assert entry["lr"] == pytest.approx(expected)
+        if entry["valid_ndcg@10"] > best:
+            best = entry["valid_ndcg@10"]
+        else:
+            expected, cuts = expected * 0.5, cuts + 1
+    assert cuts > 0
+
+
 def test_sasrec_learns_the_next_item(split, popularity):
     _, metrics = trained("sasrec", split)
     assert metrics["recall@5"] > 0.8 > popularity["recall@5"]
