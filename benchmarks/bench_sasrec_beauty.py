@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
+from benchmarks.common import BEAUTY_SASREC, REPO, add_loop_arguments, write_result  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import leave_one_out, load_interactions  # noqa: E402
 from recommenders.evaluate import evaluate, evaluate_scores, pad_histories  # noqa: E402
@@ -126,8 +126,7 @@ def cornac_run(split, data, epochs: int, device: str, seed: int = 0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--patience", type=int, default=8)
+    add_loop_arguments(parser, epochs=100, patience=8)
     parser.add_argument("--cornac-epochs", type=int, default=15)
     parser.add_argument("--no-cornac", action="store_true")
     parser.add_argument("--content", action="store_true")
@@ -136,8 +135,6 @@ def main() -> None:
     parser.add_argument("--warmup", action="store_true",
                         help="start CUDA (context, kernels) before any timed run, so no run pays for it")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-plateau-factor", type=float, default=1.0,
-                        help="multiply seerec's lr by this after every epoch without a new best")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights and the batch order of seerec's runs")
     parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
     parser.add_argument("--out", default=str(OUT))

@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import add_common_arguments, add_loop_arguments, beam_latency, beauty, loop_settings  # noqa: E402
+from benchmarks.common import REPO, add_loop_arguments, write_result  # noqa: E402
+from benchmarks.generative import add_common_arguments, beam_latency, beauty, loop_settings  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
-from benchmarks.generative import add_common_arguments, add_loop_arguments, beauty, loop_settings, semantic_ids, subset  # noqa: E402
+from benchmarks.common import BEAUTY_SASREC, REPO, add_loop_arguments, write_result  # noqa: E402
+from benchmarks.generative import add_common_arguments, beauty, loop_settings, semantic_ids, subset  # noqa: E402
 from extractors.semantic_ids import collision_stats, concat_columns  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
@@ -47,26 +47,26 @@ CPU_TIGER = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4
 def collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
     """Item embeddings of an ID-only SASRec early-stopped on validation, and how it was trained. Cached in
     benchmarks/.cache under a hash of its settings: every run would otherwise retrain it (~8 min on 2 cores)."""
-    key = json.dumps({"sasrec": BEAUTY_SASREC, "epochs": epochs, "lr": lr, "users": split.n_users}, sort_keys=True)
+    train = {"model": "sasrec", "sasrec": BEAUTY_SASREC, "epochs": epochs, "patience": 3, "batch_size": 128,
+             "lr": lr, "seed": 0, "eval_batch_size": 2048}
+    key = json.dumps({**train, "users": split.n_users}, sort_keys=True)
     path = REPO / "benchmarks" / ".cache" / f"beauty-sasrec-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
     if path.is_file():
         cached = np.load(path)
         return cached["vectors"], {**json.loads(str(cached["info"])), "cached": path.name}
-    vectors, info = train_collaborative_vectors(split, epochs, lr)
+    vectors, info = train_collaborative_vectors(split, train)
     np.savez(path, vectors=vectors, info=json.dumps(info))
     return vectors, info
 
 
-def train_collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
-    tcfg = validate_config({"train": {"model": "sasrec", "sasrec": BEAUTY_SASREC, "epochs": epochs, "patience": 3,
-                                      "batch_size": 128, "lr": lr, "seed": 0, "progress": False,
-                                      "eval_batch_size": 2048}}).train
+def train_collaborative_vectors(split, train: dict) -> tuple[np.ndarray, dict]:
+    tcfg = validate_config({"train": {**train, "progress": False}}).train
     model = build_model(tcfg, split.n_users, split.n_items, None)
     history = fit(model, split, tcfg)
     trained = np.zeros(split.n_items, bool)
     trained[np.concatenate(split.train)] = True
     return model.item_embeddings().detach().cpu().numpy(), {
-        "model": "sasrec", "hparams": BEAUTY_SASREC, "lr": lr, "best_epoch": history[0]["best_epoch"],
+        "model": "sasrec", "hparams": BEAUTY_SASREC, "lr": tcfg.lr, "best_epoch": history[0]["best_epoch"],
         "valid_ndcg@10": round(max(h["valid_ndcg@10"] for h in history), 5),
         "seconds_to_best": history[0]["seconds_to_best"],
         "items_without_training_interactions": int((~trained).sum())}

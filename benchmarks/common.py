@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -16,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 # The CPU-sized SASRec of the Beauty benchmarks: bench_sasrec_beauty tunes dropout, lr and width around it, and
 # bench_tiger_ids exports its item embeddings as collaborative vectors.
 BEAUTY_SASREC = {"hidden": 64, "layers": 2, "heads": 1, "dropout": 0.5, "max_len": 50, "loss": "ce"}
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, epochs: int, patience: int) -> None:
+    """The options of benchmarks that train through the shared loop `recommenders.train.fit`."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--patience", type=int, default=patience)
+    parser.add_argument("--lr-plateau-factor", type=float, default=1.0,
+                        help="multiply the lr by this after every epoch without a new best (train.lr_plateau_factor)")
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> list[float]:

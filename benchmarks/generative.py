@@ -51,16 +51,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, out: Path, lr: float) 
     parser.add_argument("--out", default=str(out))
 
 
-def add_loop_arguments(parser: argparse.ArgumentParser, epochs: int, patience: int) -> None:
-    """The options of the TIGER benchmarks that train through the shared loop (early stopping, lr decay)."""
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--patience", type=int, default=patience)
-    parser.add_argument("--lr-plateau-factor", type=float, default=1.0,
-                        help="multiply the lr by this after every epoch without a new best (train.lr_plateau_factor)")
-
-
 def loop_settings(args: argparse.Namespace) -> dict:
-    """The train.* settings of the shared loop that add_common_arguments and add_loop_arguments give."""
+    """The train.* settings of the shared loop that add_common_arguments and common.add_loop_arguments give."""
     return {"epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
             "lr_plateau_factor": args.lr_plateau_factor}
 
