@@ -34,14 +34,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import BEAUTY_SASREC, REPO, add_loop_arguments, write_result  # noqa: E402
-from benchmarks.generative import add_common_arguments, beauty, loop_settings, semantic_ids, subset  # noqa: E402
+from benchmarks.generative import (  # noqa: E402
+    TIGER_SIZES,
+    add_common_arguments,
+    beauty,
+    loop_settings,
+    semantic_ids,
+    subset,
+)
 from extractors.semantic_ids import collision_stats, concat_columns  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.evaluate import evaluate  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "tiger_ids.json"
-CPU_TIGER = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4, "ff": 256, "dropout": 0.1}
 
 
 def collaborative_vectors(split, epochs: int, lr: float) -> tuple[np.ndarray, dict]:
@@ -98,7 +104,7 @@ def main() -> None:
     parser.add_argument("--test-users", type=int, default=5000)
     add_common_arguments(parser, OUT, lr=2e-3)
     args = parser.parse_args()
-    args.tiger = {**CPU_TIGER, **json.loads(args.tiger)}
+    args.tiger = {**TIGER_SIZES["cpu"], **json.loads(args.tiger)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data, split, text, content_ids, _ = beauty(args.users, args.levels, args.codebook)
     valid, test = subset(split.valid, args.valid_users), subset(split.test, args.test_users, seed=1)

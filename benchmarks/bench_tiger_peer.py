@@ -5,15 +5,17 @@
   history masked and unmasked, from one beam-20 pass per user.
 - Semantic IDs: rkmeans 3 x 256 over the cached MiniLM vectors plus a dedup level, made once; cornac's
   tokenizer step is replaced by these codes, and its own dedup level comes out identical (checked).
-- Architecture: the same size for both (d_model 128, 4 + 4 layers, 4 heads of 32, ff 1024, dropout 0.1,
-  20 history items), Adam(W) lr 1e-3, batch 256.
+- Architecture: the same size for both, `--size paper` (TIGER's: d_model 128, 4 + 4 layers, 4 heads of 32,
+  ff 1024) or `--size cpu` (d_model 64, 2 + 2 layers, 4 heads of 16, ff 256, as bench_tiger_ids trains);
+  dropout 0.1, 20 history items, Adam(W), batch 256, constant lr (`--lr`).
 - Budget: each library trains for the same seconds of optimisation steps (`--budget-s`), single process, on
   this CPU; the last weights are evaluated (no model selection for either).
 - Latency: per-user constrained beam search at equal beam width on the CPU, on the same test users, with 1
   thread and with the default threads; batch 1, and for seerec also 256 users per call (cornac's beam search
   takes one history per call, so it has no batched figure). The quality pass runs on 1 thread for both.
 
-    .venv/bin/python benchmarks/bench_tiger_peer.py [--budget-s 600] [--eval-users N] [--users N (smoke only)]
+    .venv/bin/python benchmarks/bench_tiger_peer.py [--size cpu] [--budget-s 600] [--eval-users N]
+        [--users N (smoke only)]
 """
 
 from __future__ import annotations
@@ -35,14 +37,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import BudgetSpent, StepBudget, add_common_arguments, beam_latency, beauty, subset  # noqa: E402
+from benchmarks.generative import (  # noqa: E402
+    HISTORY_ITEMS,
+    TIGER_SIZES,
+    BudgetSpent,
+    StepBudget,
+    add_common_arguments,
+    beam_latency,
+    beauty,
+    subset,
+)
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import EvalSet  # noqa: E402
 from recommenders.evaluate import evaluate_scores  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "tiger_peer.json"
-ARCH = {"d_model": 128, "layers": 4, "heads": 4, "head_dim": 32, "ff": 1024, "dropout": 0.1, "history": 20}
 
 
 def steps_per_epoch(split, batch_size: int) -> int:
@@ -54,9 +64,8 @@ def steps_per_epoch(split, batch_size: int) -> int:
 def train_seerec(split, ids: np.ndarray, args) -> tuple[object, StepBudget]:
     """seerec's TIGER through the shared loop, stopped by the budget (its per-epoch validation runs on 256
     users only, and is not counted)."""
-    tiger = {"codebook_size": int(ids.max()) + 1, "d_model": ARCH["d_model"], "encoder_layers": ARCH["layers"],
-             "decoder_layers": ARCH["layers"], "heads": ARCH["heads"], "ff": ARCH["ff"], "dropout": ARCH["dropout"],
-             "max_items": ARCH["history"], "beam_size": args.beam}
+    tiger = {**TIGER_SIZES[args.size], "codebook_size": int(ids.max()) + 1, "max_items": HISTORY_ITEMS,
+             "beam_size": args.beam}
     tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": 10 ** 6, "patience": 10 ** 6,
                                       "progress": False, "batch_size": args.batch_size, "lr": args.lr,
                                       "device": "cpu", "seed": 0}}).train
@@ -78,10 +87,12 @@ def train_cornac(split, ids: np.ndarray, vectors: np.ndarray, args) -> tuple[obj
     iid_map = OrderedDict((str(i), i) for i in range(split.n_items))  # cornac's item index = ours
     train_set = SequentialDataset.build(rows, fmt="USIT", global_uid_map=OrderedDict(), global_iid_map=iid_map,
                                         global_sid_map=OrderedDict(), seed=0)
+    arch = TIGER_SIZES[args.size]
     model = cornac.models.TIGER(tokenizer="rkmeans", rqvae_num_levels=args.levels, rqvae_codebook_size=args.codebook,
-                                d_model=ARCH["d_model"], d_ff=ARCH["ff"], num_heads=ARCH["heads"],
-                                d_kv=ARCH["head_dim"], num_enc_layers=ARCH["layers"], num_dec_layers=ARCH["layers"],
-                                dropout=ARCH["dropout"], max_len=ARCH["history"], n_epochs=10 ** 6,
+                                d_model=arch["d_model"], d_ff=arch["ff"], num_heads=arch["heads"],
+                                d_kv=arch["d_model"] // arch["heads"], num_enc_layers=arch["encoder_layers"],
+                                num_dec_layers=arch["decoder_layers"], dropout=arch["dropout"],
+                                max_len=HISTORY_ITEMS, n_epochs=10 ** 6,
                                 learning_rate=args.lr, batch_size=args.batch_size, model_selection="last",
                                 n_beams=args.beam, device="cpu", seed=0)
     model._get_item_features = lambda: vectors  # only its shape is used once the tokenizer is replaced
@@ -175,6 +186,7 @@ def ratios(seerec: dict, peer: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=600, help="seconds of training steps for each library")
+    parser.add_argument("--size", choices=sorted(TIGER_SIZES), default="paper", help="the same for both libraries")
     parser.add_argument("--beam", type=int, default=20)
     parser.add_argument("--eval-users", type=int, default=None, help="a fixed random subset of test users (both)")
     parser.add_argument("--latency-users", type=int, default=64)
@@ -187,7 +199,8 @@ def main() -> None:
     print(f"Beauty: {data.n_users} users, {data.n_items} items; IDs {ids.shape} in {id_seconds:.0f}s; "
           f"{per_epoch} steps per epoch; {torch.get_num_threads()} CPU threads", flush=True)
     payload = {"dataset": "amazon-beauty", "split": "leave-one-out", "users": data.n_users, "device": "cpu",
-               "threads_default": torch.get_num_threads(), "architecture": ARCH, "beam": args.beam,
+               "threads_default": torch.get_num_threads(), "beam": args.beam,
+               "architecture": {"size": args.size, **TIGER_SIZES[args.size], "history_items": HISTORY_ITEMS},
                "budget": "equal seconds of training steps per library; last weights evaluated",
                "semantic_ids": {"tokenizer": "rkmeans", "levels": args.levels, "codebook": args.codebook,
                                 "dedup": "append (counter)", "shared_by_both": True},

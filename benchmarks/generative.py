@@ -17,6 +17,13 @@ from recommenders.data import EvalSet, Split, leave_one_out, load_interactions
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
 CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
+# TIGER sizes, in train.tiger keys: "paper" is TIGER's published size (with 4 heads of 32, as seerec's default),
+# "cpu" the smaller model that trains on Beauty in about half an hour on 2 CPU cores. Both read 20 history items.
+TIGER_SIZES = {
+    "paper": {"d_model": 128, "encoder_layers": 4, "decoder_layers": 4, "heads": 4, "ff": 1024, "dropout": 0.1},
+    "cpu": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4, "ff": 256, "dropout": 0.1},
+}
+HISTORY_ITEMS = 20
 
 
 def beauty(users: int | None, levels: int, codebook: int) -> tuple[object, Split, np.ndarray, np.ndarray, float]:
