@@ -13,17 +13,21 @@ import torch
 
 from benchmarks.common import REPO
 from extractors.semantic_ids import make_tokenizer, resolve
+from pipeline.config import TigerConfig
 from recommenders.data import EvalSet, Split, leave_one_out, load_interactions
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
 CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
-# TIGER sizes, in train.tiger keys: "paper" is TIGER's published size (with 4 heads of 32, as seerec's default),
-# "cpu" the smaller model that trains on Beauty in about half an hour on 2 CPU cores. Both read 20 history items.
+# TIGER sizes, in train.tiger keys: "paper" is seerec's default (TIGER's published size, with 4 heads of 32),
+# "cpu" the smaller model that trains on Beauty in about half an hour on 2 CPU cores. Both read the default
+# number of history items.
+_TIGER_DEFAULTS = TigerConfig()
 TIGER_SIZES = {
-    "paper": {"d_model": 128, "encoder_layers": 4, "decoder_layers": 4, "heads": 4, "ff": 1024, "dropout": 0.1},
+    "paper": {key: getattr(_TIGER_DEFAULTS, key)
+              for key in ("d_model", "encoder_layers", "decoder_layers", "heads", "ff", "dropout")},
     "cpu": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4, "ff": 256, "dropout": 0.1},
 }
-HISTORY_ITEMS = 20
+HISTORY_ITEMS = _TIGER_DEFAULTS.max_items
 
 
 def beauty(users: int | None, levels: int, codebook: int) -> tuple[object, Split, np.ndarray, np.ndarray, float]:
