@@ -24,10 +24,10 @@ from extractors.describe.backends import DescribeRequest, make_backend
 from extractors.describe.prompts import PromptSet
 from jobs.describe import run_describe
 from jobs.ingest import run_ingest
+from jobs.synthetic import make_catalog
 from pipeline.config import validate_config
 from pipeline.media import decode_item
 from pipeline.runtime import init_ray, setup_logging
-from pipeline.synthetic import make_catalog
 
 
 def plain_loop(cfg, manifest: Path) -> tuple[float, int, int, float]:
@@ -67,7 +67,7 @@ def main() -> None:
         root = Path(tmp)
         model = args.model
         if model is None:
-            from extractors.test_models import make_tiny_qwen2_vl
+            from jobs.tiny_models import make_tiny_qwen2_vl
 
             model = str(make_tiny_qwen2_vl(root / "tiny-qwen2-vl"))
         catalog = make_catalog(root / "catalog", n_items=args.items, n_users=2, seed=0)

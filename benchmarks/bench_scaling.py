@@ -1,6 +1,6 @@
 """Scaling of the embed job over Ray nodes: 2 nodes x 1 CPU against 1 node x 1 CPU, on the same titles.
 
-Each side is a real multi-process Ray cluster on this machine (tests/cluster.py: `ray start --head`, plus
+Each side is a real multi-process Ray cluster on this machine (tests/helpers.py: `ray start --head`, plus
 `ray start --address=...` for the second node), and the job is submitted through the Jobs SDK, as on a real
 cluster. Both sides embed the same MicroLens titles with all-MiniLM-L6-v2 into a fresh store; the two-node side
 runs two encoder actors (one per node), the one-node side one. Throughput is the job's own items/s (from the
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
 from jobs.ingest import run_ingest  # noqa: E402
+from jobs.submit import submit  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.submit import submit  # noqa: E402
-from tests.cluster import LocalCluster  # noqa: E402
+from tests.helpers import LocalCluster  # noqa: E402
 
 MICROLENS = REPO.parent / "shared" / "data" / "microlens-sample"
 SUMMARY = re.compile(r"embed-text \[.*?\]: (\d+) items.*?(\d+) done.*?([\d.]+)s \(([\d.]+) items/s\)")

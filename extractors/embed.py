@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.config import ImageEmbedConfig, TextEmbedConfig
+from pipeline.errors import SeerecError
 from pipeline.schema import error_values
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def text_model_id(cfg: TextEmbedConfig) -> str:
     return f"sentence-transformers:{cfg.model}"
 
 
-class TemplateError(ValueError):
+class TemplateError(SeerecError, ValueError):
     """A text template that names no usable field."""
 
 

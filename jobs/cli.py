@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config import SeerecConfig, load_config
-from pipeline.errors import USER_ERRORS
+from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging
 
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
@@ -35,7 +35,7 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as exc:
+        except SeerecError as exc:
             errors.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
 
@@ -138,7 +138,7 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quan
                                                                 "(default: $RAY_AUTH_TOKEN).")] = None,
            wait: Annotated[bool, typer.Option(help="Follow the job's logs until it ends.")] = True):
     """Run a stage on a Ray cluster as a Ray job; exits 0 SUCCEEDED, 1 FAILED, 3 STOPPED, 130 on Ctrl-C."""
-    from pipeline.submit import submit as submit_job
+    from jobs.submit import submit as submit_job
 
     if bad := [item for item in env or [] if "=" not in item]:
         raise typer.BadParameter(f"--env {bad[0]!r} must look like KEY=VALUE")
@@ -152,7 +152,7 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quan
 def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
                     seed: int = 0):
     """Build a tiny random-weight Qwen2-VL checkpoint (offline) for tests and the demo; its text is gibberish."""
-    from extractors.test_models import make_tiny_qwen2_vl
+    from jobs.tiny_models import make_tiny_qwen2_vl
 
     setup_logging()
     path = make_tiny_qwen2_vl(out, seed=seed)
@@ -171,7 +171,7 @@ def search(config: ConfigOption = None, overrides: Overrides = None,
                             typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
            k: Annotated[int, typer.Option("-k", help="How many results.")] = 10):
     """Search the store by text, by item (neighbours) or by image, with optional filters."""
-    from pipeline.search import image_query_vector, text_query_vector
+    from extractors.search import image_query_vector, text_query_vector
     from pipeline.store import ItemStore
 
     if sum(x is not None for x in (text, item, image)) != 1:
@@ -243,7 +243,7 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the catalog, store a
          users: Annotated[int, typer.Option(help="Synthetic users to generate.")] = 400,
          seed: int = 0, verbose: Verbose = False):
     """Run the whole pipeline offline on a generated catalog of real videos and images."""
-    from pipeline.demo import run_demo
+    from jobs.demo import run_demo
 
     setup_logging(verbose)
     run_demo(out, n_items=items, n_users=users, seed=seed)

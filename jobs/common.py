@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import ConfigError, SeerecConfig, load_config
-from pipeline.errors import USER_ERRORS
+from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging
 
 
@@ -31,7 +31,7 @@ def job_main(run: Callable[..., object], description: str, argv: list[str] | Non
     try:
         cfg: SeerecConfig = _load(args.config, args.config_env, args.overrides)
         run(cfg, **{flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in flags or {}})
-    except USER_ERRORS as exc:
+    except SeerecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

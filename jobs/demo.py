@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from extractors.search import text_query_vector
 from extractors.semantic_ids import summary_line
-from extractors.test_models import make_tiny_clip, make_tiny_qwen2_vl
 from jobs.describe import run_describe
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
 from jobs.quantize import run_quantize
+from jobs.synthetic import make_catalog
+from jobs.tiny_models import make_tiny_clip, make_tiny_qwen2_vl
 from pipeline.config import SeerecConfig, validate_config
-from pipeline.search import text_query_vector
 from pipeline.store import ItemStore
-from pipeline.synthetic import make_catalog
 
 log = logging.getLogger("seerec.demo")
 

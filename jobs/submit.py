@@ -40,9 +40,13 @@ class SubmitError(ConfigError):
     """A submission that cannot go ahead as asked; shown as one sentence (exit code 2), like a config error."""
 
 
+# The jobs package's modules that are not stages: the other front doors, the demo's builders and shared code.
+NOT_STAGES = frozenset({"cli", "common", "demo", "submit", "tiny_models"})
+
+
 def job_stages() -> list[str]:
-    """The stages `python -m jobs.<stage>` can run: every module of the jobs package but the shared one."""
-    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if m.name != "common")
+    """The stages `python -m jobs.<stage>` can run: every plain module of the jobs package but NOT_STAGES."""
+    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.ispkg and m.name not in NOT_STAGES)
 
 
 def resolved_config(config: Path | None, overrides: list[str]) -> tuple[SeerecConfig, str]:

@@ -1,7 +1,9 @@
-"""Tiny random-weight checkpoints of real architectures, built offline for tests and the demo.
+"""Tiny random-weight checkpoints of real architectures, built offline for the demo, `seerec make-test-model` and
+the tests.
 
-They are saved in the same on-disk layout as published checkpoints and loaded back through the same
-code path, so everything except the quality of the weights is exercised for real.
+Nothing can be downloaded offline, so these stand in for published weights. They are saved in the same on-disk
+layout as published checkpoints and loaded back through the same code path, so everything except the quality of
+the weights is exercised for real.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ CHAT_TEMPLATE = (
 
 
 def _train_tokenizer(corpus: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer with Qwen's special tokens, trained on `corpus` (no tokenizer download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 

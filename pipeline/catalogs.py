@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.errors import SeerecError
 from pipeline.schema import CATALOG_FIELDS, MEDIA_TYPES, catalog_schema
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ REQUIRED_MANIFEST_COLUMNS = ("item_id", "media_uri", "media_type")
 _CATALOG_COLUMNS = {f.name for f in CATALOG_FIELDS}
 
 
-class CatalogError(ValueError):
+class CatalogError(SeerecError, ValueError):
     """The source as a whole cannot be read (missing file, missing required column)."""
 
 

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.errors import SeerecError
 
-class ConfigError(ValueError):
+
+class ConfigError(SeerecError, ValueError):
     """A bad configuration file or override; its message is meant for the user as it is."""
 
 

@@ -1,11 +1,10 @@
-"""The error types that mean "the user must fix an input": shown as one sentence, never a traceback."""
+"""The one base class of every error that means "the user must fix an input".
 
-from extractors.semantic_ids.base import QuantizeError
-from pipeline.catalogs import CatalogError
-from pipeline.config import ConfigError
-from pipeline.filters import FilterError
-from pipeline.store import StoreError
-from recommenders.data import RecommenderError
+The front doors (the `seerec` CLI and `python -m jobs.<stage>`) catch `SeerecError` and show its message as one
+sentence with exit code 2, never a traceback. Each layer defines its own subclasses next to the code that raises
+them, so this module imports nothing from the project and every layer can use it.
+"""
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CatalogError, FilterError, StoreError,
-                                             QuantizeError, RecommenderError)
+
+class SeerecError(Exception):
+    """An input the user must fix (config, catalog, filter, store, data); its message is one sentence for them."""

@@ -14,6 +14,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from pipeline.errors import SeerecError
+
 _CONDITION = re.compile(
     r"^\s*(?P<column>[A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?P<op>!=|>=|<=|=|>|<|\bin\b|\bcontains\b|\bis\s+not\s+null\b|\bis\s+null\b)\s*(?P<value>.*?)\s*$",
@@ -22,7 +24,7 @@ _CONDITION = re.compile(
 _OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "contains", "is null", "is not null")
 
 
-class FilterError(ValueError):
+class FilterError(SeerecError, ValueError):
     """A condition that cannot be turned into a safe filter; the message names the problem."""
 
 

@@ -22,13 +22,14 @@ import pyarrow.compute as pc
 from lancedb.index import BTree, IvfHnswSq, IvfPq
 
 from pipeline.config import StoreConfig
+from pipeline.errors import SeerecError
 from pipeline.filters import Condition, quote_text, to_sql
 from pipeline.schema import KEY, Family, catalog_schema, is_vector_field
 
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
+class StoreError(SeerecError, RuntimeError):
     """A store problem the user must fix (missing table, missing column, wrong vector width)."""
 
 

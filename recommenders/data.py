@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import SeerecError
+
 log = logging.getLogger("seerec.recommenders")
 
 
-class RecommenderError(ValueError):
+class RecommenderError(SeerecError, ValueError):
     """Bad recommender input (data, features, checkpoint) the user must fix; shown as one sentence."""
 
 

@@ -7,16 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import SeerecConfig, validate_config
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def require_shared(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: these tests need the real data in ../shared/data")
-    return path
+from tests.helpers import require_shared
 
 
 @pytest.fixture(scope="session")
@@ -36,14 +27,14 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
-    from extractors.test_models import make_tiny_clip
+    from jobs.tiny_models import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> str:
-    from extractors.test_models import make_tiny_qwen2_vl
+    from jobs.tiny_models import make_tiny_qwen2_vl
 
     return str(make_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl")))
 

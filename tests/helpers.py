@@ -1,4 +1,7 @@
-"""A real multi-process Ray cluster on 127.0.0.1 for tests: one `ray start --head`, plus worker nodes.
+"""What the tests share with each other and with benchmarks/: the repository's paths, the real data folder, and
+a real multi-process Ray cluster on 127.0.0.1 (fixtures stay in conftest.py).
+
+The cluster is one `ray start --head`, plus worker nodes:
 
     with LocalCluster(head_cpus=1) as cluster:
         node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1})
@@ -32,6 +35,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def require_shared(*parts: str) -> Path:
+    """A path in the real data folder, or a skip of the calling test when the folder is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: these tests need the real data in ../shared/data")
+    return path
+
+
+# ---- a local multi-node Ray cluster ----------------------------------------------------------------------
 RAY = Path(sys.executable).with_name("ray")
 MARKER = "SEEREC_LOCAL_CLUSTER"
 START_TIMEOUT_S = 90
@@ -47,7 +65,7 @@ class Node:
 
     @property
     def pids(self) -> list[int]:
-        return _marked_pids(lambda value: value == self.marker)
+        return marked_pids(lambda value: value == self.marker)
 
     @property
     def raylet_pid(self) -> int:
@@ -92,7 +110,7 @@ class LocalCluster:
     def shutdown(self) -> None:
         """SIGKILL every process of this cluster (repeatedly: a dying raylet may still spawn workers)."""
         deadline = time.monotonic() + 30
-        while pids := _marked_pids(lambda value: value.startswith(f"{self.id}/")):
+        while pids := marked_pids(lambda value: value.startswith(f"{self.id}/")):
             for pid in pids:
                 _kill(pid)
             if time.monotonic() > deadline:
@@ -137,7 +155,7 @@ def _free_ports(flags: tuple[str, ...]) -> dict[str, int]:
             sock.close()
 
 
-def _marked_pids(match) -> list[int]:
+def marked_pids(match) -> list[int]:
     """Live processes whose environment holds MARKER with a value that `match` accepts."""
     prefix = f"{MARKER}=".encode()
     found = []

@@ -1,4 +1,4 @@
-"""seerec's jobs on a real multi-node Ray cluster of separate processes (tests/cluster.py), submitted through
+"""seerec's jobs on a real multi-node Ray cluster of separate processes (tests/helpers.py), submitted through
 the Jobs SDK: work lands on every node, two jobs write one store at once, and a node dies mid-job."""
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import pytest
 import yaml
 
 from jobs.ingest import run_ingest
+from jobs.submit import EXIT_CODES, submit
+from jobs.synthetic import make_catalog
 from pipeline.config import load_config
 from pipeline.store import ItemStore
-from pipeline.submit import EXIT_CODES, submit
-from pipeline.synthetic import make_catalog
-from tests.cluster import LocalCluster
-from tests.conftest import REPO
+from tests.helpers import REPO, LocalCluster
 from tests.test_store import assert_unique
 
 pytestmark = pytest.mark.slow

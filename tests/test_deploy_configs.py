@@ -12,9 +12,9 @@ import pytest
 import ray
 import yaml
 
+from jobs.submit import job_stages
 from pipeline.config import load_config
-from pipeline.submit import job_stages
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 LAUNCHER = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
 RAYJOB = yaml.safe_load((REPO / "deploy" / "kuberay-rayjob.yaml").read_text())

@@ -25,10 +25,10 @@ from extractors.describe.backends import (
 from extractors.describe.prompts import PromptSet
 from jobs.describe import run_describe
 from jobs.ingest import run_ingest
+from jobs.synthetic import make_catalog
 from pipeline.config import DescribeConfig, PromptConfig, load_config
 from pipeline.store import ItemStore
-from pipeline.synthetic import make_catalog
-from tests.conftest import require_shared
+from tests.helpers import require_shared
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"

@@ -11,9 +11,9 @@ import pytest
 
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
+from jobs.synthetic import make_catalog
 from pipeline.store import ItemStore
-from pipeline.synthetic import make_catalog
-from tests.conftest import require_shared
+from tests.helpers import require_shared
 
 pytestmark = pytest.mark.slow
 

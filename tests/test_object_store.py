@@ -17,16 +17,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from extractors.search import text_query_vector
+from jobs.cli import app
 from jobs.describe import run_describe
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
 from jobs.quantize import run_quantize
-from pipeline.cli import app
+from jobs.synthetic import make_catalog
 from pipeline.config import SeerecConfig, StoreConfig, load_config
 from pipeline.schema import KEY, vector_family
-from pipeline.search import text_query_vector
 from pipeline.store import ItemStore
-from pipeline.synthetic import make_catalog
 from recommenders.train import run_train
 from tests.s3_server import s3_server
 from tests.test_store import _run_together, assert_unique, catalog_rows, family_rows, random_vectors

@@ -358,7 +358,7 @@ def test_cli_train_and_job_compare_end_to_end(tmp_path, capsys):
 
 
 def test_real_beauty_and_scientific_load_with_documented_sizes():
-    from tests.conftest import require_shared
+    from tests.helpers import require_shared
 
     beauty = load_interactions(require_shared("amazon-beauty", "Beauty.txt"))
     assert (beauty.n_users, beauty.n_items, beauty.n_interactions) == (22_363, 12_101, 198_502)

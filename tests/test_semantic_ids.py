@@ -291,11 +291,10 @@ def test_quantize_job_user_errors(make_config, tmp_path):
 
 @pytest.mark.slow
 def test_quantize_job_on_amazon_scientific(make_config, ray_local, tmp_path):
-    from conftest import require_shared
-
     from jobs.embed import run_embed
     from jobs.ingest import run_ingest
     from jobs.quantize import run_quantize
+    from tests.helpers import require_shared
 
     path = require_shared("amazon-scientific")
     cfg = make_config(ingest={"source": "amazon-scientific", "path": str(path), "limit": 600},

@@ -1,4 +1,4 @@
-"""`seerec submit` and `ray job submit` against a real multi-process Ray cluster (tests/cluster.py)."""
+"""`seerec submit` and `ray job submit` against a real multi-process Ray cluster (tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from ray._private.thirdparty.pathspec import PathSpec  # what Ray matches runtim
 
 from jobs.common import job_main
 from jobs.ingest import run_ingest
-from pipeline.config import ConfigError, load_config
-from pipeline.store import ItemStore
-from pipeline.submit import (
+from jobs.submit import (
     EXCLUDES,
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -32,8 +30,9 @@ from pipeline.submit import (
     submission,
     submit,
 )
-from tests.cluster import LocalCluster, _marked_pids
-from tests.conftest import REPO
+from pipeline.config import ConfigError, load_config
+from pipeline.store import ItemStore
+from tests.helpers import REPO, LocalCluster, marked_pids
 
 SEEREC = Path(sys.executable).with_name("seerec")
 RAY = Path(sys.executable).with_name("ray")
@@ -56,8 +55,8 @@ def config_file(tmp_path) -> Path:
 
 
 # ---- submission pieces, no cluster ----------------------------------------------------------------------
-def test_stages_are_the_jobs_modules():
-    assert job_stages() == sorted(p.stem for p in (REPO / "jobs").glob("*.py") if p.stem not in ("__init__", "common"))
+def test_stages_are_the_jobs_modules_that_run_a_stage():
+    assert job_stages() == ["describe", "embed", "ingest", "quantize", "train"]
 
 
 def test_submission_ships_the_resolved_config_and_excludes_local_state(config_file, tmp_path):
@@ -67,10 +66,10 @@ def test_submission_ships_the_resolved_config_and_excludes_local_state(config_fi
     env = kwargs["runtime_env"]
     assert env["working_dir"] == str(REPO) and env["env_vars"] == {"A": "1", "SEEREC_CONFIG_YAML": "store: {}\n"}
     spec = PathSpec.from_lines("gitwildmatch", env["excludes"])  # the matcher Ray applies to excludes
-    for shipped in ("pipeline/submit.py", "configs/production-gpu.yaml", "jobs/ingest.py", "tests/cluster.py"):
+    for shipped in ("jobs/submit.py", "configs/production-gpu.yaml", "jobs/ingest.py", "tests/helpers.py"):
         assert not spec.match_file(shipped)
     for skipped in (".venv/bin/python", ".git/HEAD", "stores/x/items.lance/data/0.lance", "runs/a/model.pt",
-                    "benchmarks/.cache/x.bin", "pipeline/__pycache__/cli.cpython-311.pyc", "seerec.egg-info/PKG-INFO"):
+                    "benchmarks/.cache/x.bin", "jobs/__pycache__/cli.cpython-311.pyc", "seerec.egg-info/PKG-INFO"):
         assert spec.match_file(skipped), skipped
     assert "/stores/x/" in env["excludes"] and EXCLUDES[0] == ".venv/"
     with pytest.raises(ConfigError, match="unknown stage 'embedd'"):
@@ -197,7 +196,7 @@ def test_token_authentication(config_file, tmp_path):
         assert submit("embed", secured.dashboard_url, config_file, token_file=tmp_path / "token", out=out) == 0, \
             out.getvalue()
         assert "embed-text" in out.getvalue()
-    assert not _marked_pids(lambda value: value.startswith(f"{secured.id}/")) and not secured.temp_dir.exists()
+    assert not marked_pids(lambda value: value.startswith(f"{secured.id}/")) and not secured.temp_dir.exists()
     assert ItemStore(load_config(config_file).store).count("text_vec IS NOT NULL") == len(TITLES)
 
 
@@ -214,7 +213,7 @@ def test_local_cluster_node_failure_and_teardown():
         while len([n for n in list_nodes(local.gcs_address) if n.state == "ALIVE"]) > 1:
             assert time.monotonic() < deadline, "the killed node is still alive"
             time.sleep(1)
-    assert not _marked_pids(lambda value: value.startswith(f"{local.id}/")) and not local.temp_dir.exists()
+    assert not marked_pids(lambda value: value.startswith(f"{local.id}/")) and not local.temp_dir.exists()
 
 
 def _seerec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

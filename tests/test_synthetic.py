@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import synthetic
-from pipeline.synthetic import HEIGHT, WIDTH, SyntheticCatalog, make_catalog
+from jobs.synthetic import SyntheticCatalog, items, make_catalog
+from jobs.synthetic.frames import HEIGHT, WIDTH
 
 N_ITEMS, N_USERS = 40, 30
 COLUMNS = ["item_id", "media_uri", "media_type", "title", "topic", "metadata"]
@@ -140,7 +140,7 @@ def test_users_follow_a_shared_order(interactions: pd.DataFrame) -> None:
 
 def test_mpeg4_fallback_decodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """PyAV builds without libx264 get MPEG-4 part 2, which must decode just as well."""
-    monkeypatch.setattr(synthetic, "video_codec", lambda: "mpeg4")
+    monkeypatch.setattr(items, "video_codec", lambda: "mpeg4")
     catalog = make_catalog(tmp_path, n_items=5, n_users=2, video_share=1.0)
     manifest = pd.read_parquet(catalog.manifest)
     assert {json.loads(m)["codec"] for m in manifest.metadata} == {"mpeg4"}

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from pipeline.errors import SeerecError
+
 log = logging.getLogger("seerec.semantic_ids")
 
 PREPROCESS = ("none", "l2", "standardize")
@@ -31,7 +33,7 @@ CONFIG_FILE = "tokenizer.json"
 TENSOR_FILE = "tokenizer.safetensors"
 
 
-class QuantizeError(ValueError):
+class QuantizeError(SeerecError, ValueError):
     """Input a tokenizer cannot turn into meaningful codes; its message is meant for the user as it is."""
 
 
