@@ -78,3 +78,21 @@ def test_shipped_configs_validate(config):
     from pipeline.config import load_config
 
     load_config(config)
+
+
+def test_an_error_of_any_layer_is_one_sentence_and_exit_2(tmp_path):
+    """A TemplateError comes from the extractors, not from config validation: the front doors catch SeerecError."""
+    from jobs.ingest import run_ingest
+    from jobs.synthetic import make_catalog
+    from pipeline.config import validate_config
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=5, n_users=1)
+    store = f"store.uri={tmp_path / 'store'}"
+    run_ingest(validate_config({"store": {"uri": str(tmp_path / "store")},
+                                "ingest": {"source": "manifest", "path": str(catalog.manifest)}}))
+    overrides = [store, "embed.text.template=no fields", "embed.image.enabled=false"]
+    for command in ([SEEREC, "embed", *overrides], [sys.executable, "-m", "jobs.embed", *overrides]):
+        result = run(*command)
+        assert result.returncode == 2, result.stderr
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and "names no item column" in message and "Traceback" not in message
