@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import inspect
+import json
 import sys
 import textwrap
 import types
@@ -109,6 +111,7 @@ def _row(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
+@functools.cache
 def _source_comments(model: type[BaseModel]) -> dict[str, str]:
     """Field name -> the comment block (or attribute docstring) beside it, from each class in the MRO."""
     comments: dict[str, str] = {}
@@ -168,19 +171,16 @@ def _bounds(field: FieldInfo) -> str:
 
 
 def _default(field: FieldInfo) -> str:
+    """The default as JSON, which is also valid YAML, so it can be pasted into a config file."""
     if field.default_factory is not None:
         value = field.default_factory()
     elif field.default is PydanticUndefined:
         return "required"
     else:
         value = field.default
-    if value is None:
-        return "`null`"
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
-    if isinstance(value, bool):
-        text = str(value).lower()
+    text = json.dumps(value, ensure_ascii=False)
     if len(text) > LONG_DEFAULT:
         return _code(text[:LONG_DEFAULT].rstrip() + " …") + " (see pipeline/config.py)"
     return _code(text)

@@ -56,7 +56,7 @@ def test_descriptions_come_from_fields_docstrings_or_the_comment_above():
     page = render(Root, "# Test\n")
     assert page.index("## `outer`") < page.index("## `outer.inner`")
     assert "| `name` | `str` | `\"x\\|y\"` | What the run is called. |" in page
-    assert "| `tags` | `list[str]` | `['a']` |  |" in page
+    assert '| `tags` | `list[str]` | `["a"]` |  |' in page
     assert "| `frames` | `int, ≥ 1, ≤ 64` | `8` | Frames per item, spread evenly. |" in page
     assert '| `mode` | `"fast" \\| "exact" \\| None` | `null` | How carefully to work. |' in page
 
@@ -68,12 +68,23 @@ def test_every_config_section_is_in_the_page():
         assert f"## `{section}`" in page
 
 
-def test_every_relative_link_points_to_an_existing_file():
+def test_every_relative_link_points_to_an_existing_file_and_heading():
     broken = []
     for page in PAGES:
         for target in LINK.findall(page.read_text()):
-            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
                 continue
-            if not (page.parent / target.split("#", 1)[0]).exists():
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            if not linked.exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target} (no such heading)")
     assert not broken, broken
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
