@@ -23,7 +23,6 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from pipeline.config import SeerecConfig
 
@@ -76,12 +75,13 @@ NOTES = {
 
 
 def render(root: type[BaseModel] = SeerecConfig, intro: str = INTRO, notes: dict[str, str] | None = None) -> str:
-    """The whole page: one table per section, sections in the order the model declares them."""
+    """The whole page: one table per section of the default config, in the order the model declares them."""
     notes = NOTES if notes is None else notes
     parts = [intro]
-    for path, section in _sections(root, ()):
-        rows = [_row(section, name, field) for name, field in section.model_fields.items()
-                if not _is_section(field.annotation)]
+    for path, section in _sections(root(), ()):
+        fields = type(section).model_fields
+        rows = [_row(type(section), name, fields[name]) for name, value in _values(section).items()
+                if name in fields and not isinstance(value, BaseModel)]
         if not rows:
             continue
         key = ".".join(path)
@@ -93,16 +93,19 @@ def render(root: type[BaseModel] = SeerecConfig, intro: str = INTRO, notes: dict
     return "\n".join(parts) + "\n"
 
 
-def _sections(model: type[BaseModel], path: tuple[str, ...]):
+def _sections(section: BaseModel, path: tuple[str, ...]):
     if path:
-        yield path, model
-    for name, field in model.model_fields.items():
-        if _is_section(field.annotation):
-            yield from _sections(field.annotation, (*path, name))
+        yield path, section
+    for name, value in _values(section).items():
+        if isinstance(value, BaseModel):
+            yield from _sections(value, (*path, name))
 
 
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def _values(section: BaseModel) -> dict[str, Any]:
+    """Declared fields in order, then sections held as extras (e.g. one per registered plug-in), by name."""
+    declared = {name: getattr(section, name) for name in type(section).model_fields}
+    extras = section.model_extra or {}
+    return {**declared, **{name: extras[name] for name in sorted(extras) if isinstance(extras[name], BaseModel)}}
 
 
 def _row(model: type[BaseModel], name: str, field: FieldInfo) -> str:
@@ -172,12 +175,9 @@ def _bounds(field: FieldInfo) -> str:
 
 def _default(field: FieldInfo) -> str:
     """The default as JSON, which is also valid YAML, so it can be pasted into a config file."""
-    if field.default_factory is not None:
-        value = field.default_factory()
-    elif field.default is PydanticUndefined:
+    if field.is_required():
         return "required"
-    else:
-        value = field.default
+    value = field.get_default(call_default_factory=True, validated_data={})
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     text = json.dumps(value, ensure_ascii=False)
