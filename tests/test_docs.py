@@ -1,0 +1,90 @@
+"""The docs stay true to the code: the configuration page is current and every relative link resolves."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from jobs.reference import PAGE, main, render
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_configuration_reference_is_current():
+    result = subprocess.run([sys.executable, "-m", "jobs.reference", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_reports_a_stale_page_in_one_sentence(tmp_path, capsys):
+    stale = tmp_path / "configuration.md"
+    stale.write_text(PAGE.read_text().replace("| `uri` |", "| `url` |"))
+    assert main(["--check", "--out", str(stale)]) == 1
+    message = capsys.readouterr().out.strip()
+    assert message.endswith("is stale: run `python -m jobs.reference` to regenerate it from pipeline/config.py.")
+    assert main(["--out", str(stale)]) == 0
+    assert stale.read_text() == render()
+    assert main(["--check", "--out", str(stale)]) == 0
+
+
+class Inner(BaseModel):
+    # Frames per item,
+    # spread evenly.
+    frames: int = Field(8, ge=1, le=64)
+    mode: Literal["fast", "exact"] | None = None
+    """How carefully to work."""
+
+
+class Outer(BaseModel):
+    name: str = Field("x|y", description="What the run is called.")
+    tags: list[str] = Field(default_factory=lambda: ["a"])
+    inner: Inner = Field(default_factory=Inner)
+
+
+class Root(BaseModel):
+    outer: Outer = Field(default_factory=Outer)
+
+
+def test_descriptions_come_from_fields_docstrings_or_the_comment_above():
+    page = render(Root, "# Test\n")
+    assert page.index("## `outer`") < page.index("## `outer.inner`")
+    assert "| `name` | `str` | `\"x\\|y\"` | What the run is called. |" in page
+    assert '| `tags` | `list[str]` | `["a"]` |  |' in page
+    assert "| `frames` | `int, ≥ 1, ≤ 64` | `8` | Frames per item, spread evenly. |" in page
+    assert '| `mode` | `"fast" \\| "exact" \\| None` | `null` | How carefully to work. |' in page
+
+
+def test_every_config_section_is_in_the_page():
+    page = PAGE.read_text()
+    for section in ("store", "ray", "media", "ingest", "embed", "embed.text", "embed.image", "describe",
+                    "quantize", "train", "train.data", "compare"):
+        assert f"## `{section}`" in page
+
+
+def test_every_relative_link_points_to_an_existing_file_and_heading():
+    broken = []
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target} (no such heading)")
+    assert not broken, broken
+
+
+def _anchors(page: Path) -> set[str]:
+    """The ids GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
