@@ -20,6 +20,8 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Keys of earlier versions, each with the keys that replace it and what they mean, for the error message.
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {}
 
 
 def _option_text(value: Any) -> Any:
@@ -91,8 +93,7 @@ class StageSection(Section):
     num_cpus: float = Field(1, gt=0)
     # Model actors in the pool (one model copy each).
     concurrency: int = Field(1, ge=1)
-    # Keys of earlier versions: the new keys that replace each, with what they count.
-    renamed: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {"items_per_batch": "items per model call"}}
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {"items_per_batch": "items per model call"}}
 
 
 class MediaStageSection(StageSection):
@@ -112,7 +113,7 @@ class TextEmbedConfig(StageSection):
     encode_batch_size: int = Field(256, ge=1)
     normalize: bool = True
     device: str = "auto"
-    renamed: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
         "items_per_batch": "items per model call", "encode_batch_size": "texts per encoder forward pass"}}
 
 
@@ -126,7 +127,7 @@ class ImageEmbedConfig(MediaStageSection):
     # Frames (not items: a video gives media.num_frames of them) per image-encoder forward pass.
     frames_per_batch: int = Field(16, ge=1)
     device: str = "auto"
-    renamed: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
         "items_per_batch": "items per model call", "frames_per_batch": "frames per image-encoder forward pass"}}
 
 
@@ -466,7 +467,8 @@ def _one_sentence(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        replaced_by = getattr(_section(error["loc"]), "renamed", {}).get(str(error["loc"][-1]))
+        section = _section(error["loc"])
+        replaced_by = section.replaced_keys.get(str(error["loc"][-1])) if section else None
         if replaced_by:
             parent = key.rpartition(".")[0]
             new = " and ".join(f"'{parent}.{name}' ({meaning})" for name, meaning in replaced_by.items())
@@ -478,13 +480,13 @@ def _one_sentence(exc: ValidationError) -> str:
     return f"config key '{key}' is invalid: {message} (got {error.get('input')!r})"
 
 
-def _section(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _section(loc: tuple[Any, ...]) -> type[Section] | None:
     """The config section that holds the last key of `loc`, or None where the path leaves the sections."""
-    model: type[BaseModel] = SeerecConfig
+    model: type[Section] = SeerecConfig
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
             return None
         model = annotation
     return model

@@ -49,7 +49,7 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
             todo = stage.prepare(todo, section)
         init_ray(cfg.ray)
         constants = stage.constants(cfg, section)
-        writer = FamilyWriter(store, lambda rows: family.as_in(rows.schema), todo.num_rows, stage.name)
+        writer = FamilyWriter(store, family.of_rows, todo.num_rows, stage.name)
         for batch in _results(stage, cfg, section, todo).iter_batches(batch_size=None, batch_format="numpy"):
             for metric in metrics:
                 metric.add(batch, time.perf_counter() - started)

@@ -115,9 +115,9 @@ class Family:
                 extras[suffix] = arrow_values(batch[suffix], field.type)
         return family.rows(pa.array(batch[KEY], pa.string()), values, model_id, errors, **extras, **constants)
 
-    def as_in(self, schema: pa.Schema) -> Family:
-        """This family with its value field as `schema` holds it (how a vector family learns its width)."""
-        return replace(self, value=schema.field(self.name))
+    def of_rows(self, rows: pa.Table) -> Family:
+        """This family with its value field as `rows` hold it (how a vector family learns its width)."""
+        return replace(self, value=rows.schema.field(self.name))
 
     def extra_column(self, suffix: str) -> str:
         """The name of the extra column with this suffix, e.g. `prompt_id` -> `description_prompt_id`."""

@@ -11,7 +11,7 @@ import ray.cloudpickle
 from jobs.ingest import run_ingest
 from pipeline.config import StageSection
 from pipeline.runner import run_stage
-from pipeline.schema import vector_family
+from pipeline.schema import description_family, vector_family
 from pipeline.stage import FirstResult, Stage
 from pipeline.store import ItemStore
 
@@ -81,3 +81,28 @@ def test_declared_stage_runs_resumes_and_records_errors(text_store, ray_local):
     forced = run_stage(TITLE_LENGTH, text_store, force=True)
     assert (forced.skipped, forced.done, forced.failed) == (0, 4, 1)
     assert store.count() == len(TITLES)  # stage writes never add rows
+
+
+def test_batch_rows_give_a_vector_family_its_width_and_null_failed_vectors():
+    batch = {"item_id": np.array(["a", "b"], object), "vector": np.ones((2, 3), np.float32),
+             "error": np.array([None, "boom"], object)}
+    rows = vector_family("v").batch_rows(batch, "vector", "m1", source="{title}")
+    assert rows.schema.field("v").type.list_size == 3
+    assert rows["v"].to_pylist() == [[1.0, 1.0, 1.0], None]
+    assert rows["v_error"].to_pylist() == [None, "boom"] and rows["v_source"].to_pylist() == ["{title}"] * 2
+    assert vector_family("v").of_rows(rows) == vector_family("v", 3)
+
+
+def test_batch_rows_take_per_item_extras_by_suffix_and_drop_non_text():
+    family = description_family()
+    batch = {"item_id": np.array(["a", "b"], object), "description": np.array(["text", float("nan")], object),
+             "error": np.array([None, "boom"], object), "prompt_id": np.array(["p1", float("nan")], object),
+             "prompt_tokens": np.array([3, 0], np.int32), "tokens": np.array([5, 0], np.int32)}
+    rows = family.batch_rows(batch, "description", "m1", params="{}")
+    assert rows.schema == family.schema()
+    assert rows["description"].to_pylist() == ["text", None]
+    assert rows["description_prompt_id"].to_pylist() == ["p1", None]
+    assert rows["description_tokens"].to_pylist() == [5, 0] and rows["description_params"].to_pylist() == ["{}"] * 2
+    assert family.extra_column("prompt_id") == "description_prompt_id"
+    with pytest.raises(TypeError, match="no column"):
+        family.extra_column("prompt")
