@@ -43,6 +43,9 @@ FRAMES = Decoder(FrameDecoder, lambda cfg: cfg.media)
 
 @dataclass(frozen=True)
 class Stage:
+    """Everything the runner needs to know about a stage; the callables take the config or the stage's section,
+    because settings such as the column name or the model are chosen in the config."""
+
     # Name in logs, progress and the summary, e.g. "embed-text".
     name: str
     # The stage's config section: model settings plus its pool (items_per_batch, concurrency, num_gpus, num_cpus).
@@ -50,6 +53,7 @@ class Stage:
     # Callable class over numpy batches, built once per actor with `cfg=<section as a dict>`. It returns
     # item_id, error (str or None per item), the value under `output`, and extras keyed by family suffix.
     model: type
+    # The result column holding the family's value, e.g. "vector".
     output: str
     # The id written as provenance; items done by this id (and `settings`) are skipped on the next run.
     model_id: Callable[[StageSection], str]
@@ -65,9 +69,11 @@ class Stage:
     settings: Callable[[StageSection], dict[str, Sequence[str]]] = lambda section: {}
     # Turns the pending rows into the model's input on the driver (render texts, sort by length).
     prepare: Callable[[pa.Table, StageSection], pa.Table] | None = None
+    # A decode pool ahead of the model (its size is the section's decode_concurrency).
     decoder: Decoder | None = None
     # Family extras (by suffix) that are the same on every row of a run, e.g. the template as `source`.
     constants: Callable[[SeerecConfig, StageSection], dict[str, str]] = lambda cfg, section: {}
+    # Extras of the summary, each built fresh for a run and fed every result batch.
     metrics: tuple[type[StageMetric], ...] = ()
 
 
