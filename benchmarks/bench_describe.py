@@ -38,9 +38,9 @@ def plain_loop(cfg, manifest: Path) -> tuple[float, int, int, float]:
     prompts = PromptSet(cfg.describe.prompts)
     items = pd.read_parquet(manifest)
     tokens = done = 0
-    for start in range(0, len(items), cfg.describe.batch_size):
+    for start in range(0, len(items), cfg.describe.items_per_batch):
         requests = []
-        for row in items.iloc[start:start + cfg.describe.batch_size].itertuples():
+        for row in items.iloc[start:start + cfg.describe.items_per_batch].itertuples():
             media = decode_item(row.media_uri, row.media_type, cfg.media)
             requests.append(DescribeRequest(row.media_type, prompts.render(row.media_type, row.title), media.frames,
                                             media.fps, media.indices, media.total_frames))
@@ -75,7 +75,7 @@ def main() -> None:
             "store": {"uri": str(root / "store")},
             "media": {"num_frames": 8, "max_side": 448},
             "ingest": {"source": "manifest", "path": str(catalog.manifest)},
-            "describe": {"model": model, "backend": args.backend, "batch_size": args.batch_size,
+            "describe": {"model": model, "backend": args.backend, "items_per_batch": args.batch_size,
                          "num_gpus": args.num_gpus, "generation": {"max_new_tokens": args.max_new_tokens}},
         })
         run_ingest(cfg)

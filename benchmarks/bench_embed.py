@@ -29,11 +29,12 @@ import pyarrow as pa
 from common import REPO, write_result
 
 import jobs.embed
+import pipeline.runner
 from extractors.embed import render_template, text_model_path
 from jobs.ingest import run_ingest
 from pipeline.config import load_config
-from pipeline.runtime import FamilyWriter, setup_logging, vector_column
-from pipeline.schema import KEY
+from pipeline.runtime import FamilyWriter, setup_logging
+from pipeline.schema import KEY, vector_column
 from pipeline.store import ItemStore
 
 MICROLENS = REPO.parent / "shared" / "data" / "microlens-sample"
@@ -75,7 +76,8 @@ def main() -> None:
         overrides = [
             f"store.uri={Path(tmp) / 'seerec'}", "ingest.source=microlens", f"ingest.path={MICROLENS}",
             "embed.image.enabled=false", 'embed.text.template="{title}"', "embed.text.device=cpu",
-            f"embed.text.batch_size={args.batch_size}", f"embed.text.num_cpus={args.threads}",
+            f"embed.text.items_per_batch={args.batch_size}", f"embed.text.encode_batch_size={args.batch_size}",
+            f"embed.text.num_cpus={args.threads}",
             f"ray.num_cpus={args.threads}",
         ]
         if args.limit:
@@ -163,7 +165,7 @@ def baseline(path: str, texts: list[str], ids: pa.Array, batch_size: int, uri: P
 def seerec(cfg) -> dict:
     import ray
 
-    real_init = jobs.embed.init_ray
+    real_init = pipeline.runner.init_ray
     marks: dict[str, float] = {}
 
     def timed_init(ray_cfg) -> None:
@@ -171,14 +173,14 @@ def seerec(cfg) -> dict:
         real_init(ray_cfg)
         marks["ray_ready"] = time.perf_counter()
 
-    jobs.embed.FamilyWriter, jobs.embed.init_ray = TimedWriter, timed_init
+    pipeline.runner.FamilyWriter, pipeline.runner.init_ray = TimedWriter, timed_init
     TimedWriter.arrivals = []
     try:
         started = time.perf_counter()
         (summary,) = jobs.embed.run_embed(cfg)
         ended = time.perf_counter()
     finally:
-        jobs.embed.FamilyWriter, jobs.embed.init_ray = FamilyWriter, real_init
+        pipeline.runner.FamilyWriter, pipeline.runner.init_ray = FamilyWriter, real_init
         ray.shutdown()
     first, first_rows = TimedWriter.arrivals[0]
     if len(TimedWriter.arrivals) < 2:  # one block only: no steady state to see, so count from Ray being up

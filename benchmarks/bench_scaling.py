@@ -43,7 +43,8 @@ def prepare(folder: Path, items: int, batch_size: int, actors: int) -> Path:
     config.write_text(yaml.safe_dump({
         "store": {"uri": str(folder / "store")},
         "ingest": {"source": "microlens", "path": str(MICROLENS), "limit": items},
-        "embed": {"text": {"batch_size": batch_size, "concurrency": actors, "num_cpus": 1},
+        "embed": {"text": {"items_per_batch": batch_size, "encode_batch_size": batch_size, "concurrency": actors,
+                           "num_cpus": 1},
                   "image": {"enabled": False}},
     }))
     run_ingest(load_config(config))

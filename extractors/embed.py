@@ -6,17 +6,20 @@ what is already done, and search re-creates the same encoder from it to embed a 
 
 from __future__ import annotations
 
+import json
 import logging
 import string
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from pipeline.config import ImageEmbedConfig, TextEmbedConfig
 from pipeline.errors import SeerecError
-from pipeline.schema import error_values
+from pipeline.schema import KEY, error_values
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,25 @@ def render_template(template: str, row: Mapping[str, object], meta: Mapping[str,
     return string.Formatter().vformat(template, (), values).strip(" .,;:\n\t")
 
 
+def render_texts(items: pa.Table, cfg: TextEmbedConfig) -> pa.Table:
+    """The text to embed per item (item_id, text), shortest first: texts of similar length batch together,
+    so little of each encoder call is spent on padding."""
+    texts = [render_template(cfg.template, row, _metadata(row.get("metadata"))) for row in items.to_pylist()]
+    todo = pa.table({KEY: items[KEY], "text": pa.array(texts, pa.string())})
+    return todo.take(pc.sort_indices(pc.utf8_length(todo["text"])))
+
+
+def _metadata(raw: str | None) -> dict:
+    """An item's metadata JSON as a dict; anything else (absent, broken, not an object) as empty."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def template_fields(template: str) -> list[str]:
     """Top-level item columns a template reads (`meta[...]` reads the metadata column)."""
     fields = []
@@ -93,7 +115,7 @@ class TextEmbedder:
         self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(texts, batch_size=self.cfg.batch_size, convert_to_numpy=True,
+        vectors = self.model.encode(texts, batch_size=self.cfg.encode_batch_size, convert_to_numpy=True,
                                     normalize_embeddings=self.cfg.normalize, show_progress_bar=False)
         return vectors.astype(np.float32, copy=False)
 
@@ -144,10 +166,10 @@ class ClipEmbedder:
 
     @torch.inference_mode()
     def embed_items(self, media: list[np.ndarray]) -> np.ndarray:
-        """One forward pass per `batch_size` frames across items, then a per-item mean of unit vectors."""
+        """One forward pass per `frames_per_batch` frames across items, then a per-item mean of unit vectors."""
         pixels = torch.stack([self.preprocess(self._to_image(f)) for frames in media for f in frames])
         features = torch.cat([self.model.encode_image(chunk.to(self.device)).float().cpu()
-                              for chunk in pixels.split(self.cfg.batch_size)])
+                              for chunk in pixels.split(self.cfg.frames_per_batch)])
         features = torch.nn.functional.normalize(features, dim=-1)
         per_item = features.split([len(frames) for frames in media])
         return torch.stack([torch.nn.functional.normalize(f.mean(0), dim=0) for f in per_item]).numpy()

@@ -24,7 +24,7 @@ console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.batch_size=64.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.items_per_batch=64.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 

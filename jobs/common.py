@@ -25,7 +25,7 @@ def job_main(run: Callable[..., object], description: str, argv: list[str] | Non
     parser.add_argument("--verbose", "-v", action="store_true")
     for flag, help_text in (flags or {}).items():
         parser.add_argument(f"--{flag}", action="store_true", help=help_text)
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. embed.text.batch_size=64")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. embed.text.items_per_batch=64")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:

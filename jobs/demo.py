@@ -34,9 +34,9 @@ def demo_config(out: Path, clip_model: str) -> SeerecConfig:
         "ray": {"num_cpus": 2},
         "media": {"num_frames": 4, "max_side": 128},
         "ingest": {"source": "manifest", "path": str(out / "catalog" / "catalog.parquet")},
-        "embed": {"text": {"template": "{title}", "batch_size": 128},
-                  "image": {"model": clip_model, "pretrained": None, "batch_size": 32}},
-        "describe": {"batch_size": 16, "generation": {"max_new_tokens": 24}},
+        "embed": {"text": {"template": "{title}", "items_per_batch": 128},
+                  "image": {"model": clip_model, "pretrained": None, "items_per_batch": 32}},
+        "describe": {"items_per_batch": 16, "generation": {"max_new_tokens": 24}},
         # A few hundred items: 3 levels x 16 codes (the 3 x 256 default suits catalogs of many thousands).
         "quantize": {"columns": ["text_vec"], "codebook_size": 16, "out_dir": str(out / "tokenizer")},
         # A few epochs on the synthetic interactions: enough to separate the models, quick on 2 cores.

@@ -1,74 +1,58 @@
 """Describe video and image items with a multimodal LLM (`seerec describe`, `python -m jobs.describe`).
 
-Ray Data: the items still to do → a CPU decoding pool (frames or the image) → an actor pool holding the
-model (transformers or vLLM, `num_gpus` per actor) → descriptions stream to the driver, which merges
-them into the store in bulk. Items already described by the same model with the same prompt are skipped.
+Ray Data: the items still to do → the frame decoding pool → an actor pool holding the model
+(transformers or vLLM, `num_gpus` per actor) → descriptions stream to the driver, which merges them into
+the store in bulk. Items already described by the same model with the same prompt are skipped.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import time
+from collections.abc import Mapping
 
 import numpy as np
-import pyarrow as pa
 
 from extractors.describe.describer import Describer
 from extractors.describe.prompts import PromptSet
 from pipeline.config import SeerecConfig
-from pipeline.filters import to_sql
-from pipeline.runtime import FamilyWriter, StageSummary, init_ray, media_pipeline
-from pipeline.schema import Family, description_family, error_values
-from pipeline.store import ItemStore
+from pipeline.runner import run_stage
+from pipeline.runtime import StageSummary
+from pipeline.schema import description_family
+from pipeline.stage import FRAMES, FirstResult, Stage
 
-log = logging.getLogger("seerec.describe")
+
+class TokenCount:
+    """Tokens generated in the run, and per second of it."""
+
+    def __init__(self):
+        self.tokens = 0
+
+    def add(self, batch: Mapping[str, np.ndarray], elapsed_s: float) -> None:
+        self.tokens += int(np.sum(batch["tokens"]))
+
+    def extra(self, seconds: float) -> dict:
+        return {"tokens_generated": self.tokens, "tokens_per_second": round(self.tokens / seconds, 2) if seconds else 0}
+
+
+def generation_params(cfg: SeerecConfig) -> str:
+    """The settings behind a description besides model and prompt, written as `<column>_params`."""
+    d = cfg.describe
+    return json.dumps({"backend": d.backend, **d.generation.model_dump(), "media": cfg.media.model_dump()},
+                      sort_keys=True)
+
+
+DESCRIBE = Stage(
+    name="describe", section=lambda cfg: cfg.describe, model=Describer, output="description",
+    model_id=lambda d: d.model, family=lambda d: description_family(d.column),
+    reads=lambda d: ["media_uri", "media_type", "title"], where=lambda cfg: cfg.describe.where,
+    media_types=("video", "image"), decoder=FRAMES, settings=lambda d: {"prompt_id": PromptSet(d.prompts).ids()},
+    constants=lambda cfg, d: {"params": generation_params(cfg)}, metrics=(FirstResult, TokenCount),
+)
 
 
 def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
-    d = cfg.describe
-    store = ItemStore(cfg.store)
-    family = description_family(d.column)
-    prompts = PromptSet(d.prompts)
-    started = time.perf_counter()
-    where = " AND ".join(filter(None, ["`media_type` IN ('video', 'image')", to_sql(d.where, store.schema)]))
-    todo = store.pending(family, d.model, ["media_uri", "media_type", "title"], force, where,
-                         settings={family.extras[0].name: prompts.ids()})
-    total = store.count(where)
-    summary = StageSummary("describe", d.model, total=total, skipped=total - todo.num_rows)
-    if todo.num_rows:
-        init_ray(cfg.ray)
-        described = media_pipeline(todo, cfg.media, Describer, d)
-        params = json.dumps({"backend": d.backend, **d.generation.model_dump(), "media": cfg.media.model_dump()},
-                            sort_keys=True)
-        writer = FamilyWriter(store, family, todo.num_rows, "describe")
-        tokens = 0
-        for batch in described.iter_batches(batch_size=None, batch_format="numpy"):
-            if "first_result_s" not in summary.extra:  # start-up cost: workers, model load, first batch
-                summary.extra["first_result_s"] = round(time.perf_counter() - started, 2)
-                summary.extra["first_result_items"] = len(batch["item_id"])
-            rows = description_rows(batch, family, d.model, params)
-            tokens += int(np.sum(batch["tokens"]))
-            writer.add(rows)
-        writer.close()
-        summary.done, summary.failed = writer.done, writer.failed
-        store.finalize()
-        summary.extra["tokens_generated"] = tokens
-    summary.seconds = time.perf_counter() - started
-    if summary.seconds and "tokens_generated" in summary.extra:
-        summary.extra["tokens_per_second"] = round(summary.extra["tokens_generated"] / summary.seconds, 2)
-    summary.log()
-    return summary
-
-
-def description_rows(batch: dict[str, np.ndarray], family: Family, model_id: str, params: str) -> pa.Table:
-    def texts(values) -> list[str | None]:
-        return [v if isinstance(v, str) else None for v in values]
-
-    return family.rows(pa.array(batch["item_id"], pa.string()), texts(batch["description"]), model_id,
-                       error_values(batch["error"]), prompt_id=texts(batch["prompt_id"]), params=params,
-                       prompt_tokens=batch["prompt_tokens"], tokens=batch["tokens"])
+    return run_stage(DESCRIBE, cfg, force)
 
 
 def main(argv: list[str] | None = None) -> int:

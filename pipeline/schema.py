@@ -7,8 +7,8 @@ the table the first time their stage writes, because vector widths depend on the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -94,15 +94,52 @@ class Family:
             raise TypeError(f"column family {self.name!r} has no columns for {sorted(extras)}")
         return pa.table(columns, schema=self.schema())
 
+    def batch_rows(self, batch: Mapping[str, np.ndarray], value: str, model_id: str, **constants) -> pa.Table:
+        """A model's numpy result batch as rows of this family: the one numpy-to-Arrow step of every stage.
+
+        The batch holds `item_id`, `error`, the value under `value`, and per-item extras keyed by suffix
+        (e.g. `tokens` fills `<value>_tokens`); `constants` fill the other extras on every row. A vector
+        family declared without a width takes the width of the batch's vectors.
+        """
+        errors = error_values(batch["error"])
+        family = self
+        if is_float_list(self.value.type):
+            values = vector_column(np.asarray(batch[value]), np.array([e is None for e in errors], dtype=bool))
+            family = replace(self, value=self.value.with_type(values.type))
+        else:
+            values = arrow_values(batch[value], self.value.type)
+        extras = {}
+        for field in self.extras:
+            suffix = field.name.removeprefix(f"{self.name}_")
+            if suffix in batch:
+                extras[suffix] = arrow_values(batch[suffix], field.type)
+        return family.rows(pa.array(batch[KEY], pa.string()), values, model_id, errors, **extras, **constants)
+
+    def of_rows(self, rows: pa.Table) -> Family:
+        """This family with its value field as `rows` hold it (how a vector family learns its width)."""
+        return replace(self, value=rows.schema.field(self.name))
+
+    def extra_column(self, suffix: str) -> str:
+        """The name of the extra column with this suffix, e.g. `prompt_id` -> `description_prompt_id`."""
+        name = f"{self.name}_{suffix}"
+        if name not in {field.name for field in self.extras}:
+            raise TypeError(f"column family {self.name!r} has no column {name!r}")
+        return name
+
     @staticmethod
     def model_column_of(column: str) -> str:
         """The provenance column of any family's value column, without knowing the family's type."""
         return f"{column}_model"
 
 
-def vector_family(column: str, dim: int) -> Family:
-    """An embedding column; `<column>_source` records which text template or media it embedded."""
-    return Family(pa.field(column, vector_type(dim)), (pa.field(f"{column}_source", pa.string()),))
+def vector_family(column: str, dim: int | None = None) -> Family:
+    """An embedding column; `<column>_source` records which text template or media it embedded.
+
+    Without `dim` the width is left to the first result batch (`Family.batch_rows`), since it is known
+    only once an actor has loaded the encoder.
+    """
+    value_type = pa.list_(pa.float32()) if dim is None else vector_type(dim)
+    return Family(pa.field(column, value_type), (pa.field(f"{column}_source", pa.string()),))
 
 
 def description_family(column: str = "description") -> Family:
@@ -122,6 +159,27 @@ def semantic_id_family(column: str = "semantic_id") -> Family:
 
 def is_vector_field(field: pa.Field) -> bool:
     return pa.types.is_fixed_size_list(field.type) and pa.types.is_float32(field.type.value_type)
+
+
+def is_float_list(value_type: pa.DataType) -> bool:
+    """A vector type, with its width fixed or still open."""
+    return ((pa.types.is_fixed_size_list(value_type) or pa.types.is_list(value_type))
+            and pa.types.is_float32(value_type.value_type))
+
+
+def vector_column(vectors: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """A 2-D float array as fixed_size_list<float32>[D], null where `valid` is False."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = pa.array(vectors.reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1], mask=pa.array(~valid))
+
+
+def arrow_values(values, value_type: pa.DataType) -> pa.Array:
+    """A numpy result column as Arrow. Ray Data may turn None in an object column into NaN, so a text
+    column keeps only real strings."""
+    if pa.types.is_string(value_type):
+        return pa.array([v if isinstance(v, str) else None for v in values], value_type)
+    return pa.array(values, value_type)
 
 
 def error_values(values) -> np.ndarray:

@@ -48,7 +48,8 @@ def make_config(tmp_path, tiny_clip):
             "store": {"uri": str(tmp_path / "store"), "write_batch_rows": 64},
             "ray": {"num_cpus": 2},
             "media": {"num_frames": 4, "max_side": 128},
-            "embed": {"text": {"batch_size": 32}, "image": {"model": tiny_clip, "pretrained": None, "batch_size": 4}},
+            "embed": {"text": {"items_per_batch": 32}, "image": {"model": tiny_clip, "pretrained": None,
+                                                                "items_per_batch": 4}},
         }
         for name, values in sections.items():
             data[name] = {**data.get(name, {}), **values}

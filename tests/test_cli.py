@@ -36,20 +36,20 @@ def test_jobs_run_as_modules(job):
 
 def test_bad_config_is_one_sentence_and_exit_2(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("embed:\n  text:\n    batch_sise: 3\n")
+    config.write_text("embed:\n  text:\n    items_per_batc: 3\n")
     for command in ([SEEREC, "embed", "-c", str(config)], [sys.executable, "-m", "jobs.embed", "-c", str(config)]):
         result = run(*command)
         assert result.returncode == 2
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1
-        assert "embed.text.batch_sise" in message and "did you mean 'batch_size'" in message
+        assert "embed.text.items_per_batc" in message and "did you mean 'items_per_batch'" in message
         assert "Traceback" not in message
 
 
 def test_config_command_prints_resolved_yaml():
-    result = run(SEEREC, "config", "embed.text.batch_size=64", "store.uri=s3://bucket/seerec")
+    result = run(SEEREC, "config", "embed.text.items_per_batch=64", "store.uri=s3://bucket/seerec")
     assert result.returncode == 0
-    assert "batch_size: 64" in result.stdout and "uri: s3://bucket/seerec" in result.stdout
+    assert "items_per_batch: 64" in result.stdout and "uri: s3://bucket/seerec" in result.stdout
 
 
 def test_missing_store_is_a_clear_error(tmp_path):

@@ -36,8 +36,9 @@ def write_config(tmp_path: Path, n_items: int, tiny_qwen: str, tiny_clip: str, m
         "store": {"uri": str(tmp_path / "store"), "write_batch_rows": 2},
         "media": {"num_frames": 4, "max_side": 96},
         "ingest": {"source": "manifest", "path": str(catalog.manifest)},
-        "embed": {"text": {"batch_size": 8}, "image": {"model": tiny_clip, "pretrained": None, "batch_size": 4}},
-        "describe": {"model": tiny_qwen, "batch_size": 2, "generation": {"max_new_tokens": max_new_tokens}},
+        "embed": {"text": {"items_per_batch": 8},
+                  "image": {"model": tiny_clip, "pretrained": None, "items_per_batch": 4}},
+        "describe": {"model": tiny_qwen, "items_per_batch": 2, "generation": {"max_new_tokens": max_new_tokens}},
     }))
     run_ingest(load_config(path))
     return path

@@ -46,16 +46,16 @@ store:
   index_type: ivf_pq
 embed:
   text:
-    batch_size: 8
+    items_per_batch: 8
     template: "{title}"
 media:
   num_frames: 4
 """)
-    cfg = load_config(path, ["embed.text.batch_size=64", "embed.image.pretrained=null", "media.fps=2.5",
+    cfg = load_config(path, ["embed.text.items_per_batch=64", "embed.image.pretrained=null", "media.fps=2.5",
                              "ray.progress_bars=true", "store.storage_options.aws_region=eu-west-1"])
     assert cfg.store.uri == "/data/store"
     assert cfg.store.index_type == "ivf_pq"
-    assert cfg.embed.text.batch_size == 64 and type(cfg.embed.text.batch_size) is int
+    assert cfg.embed.text.items_per_batch == 64 and type(cfg.embed.text.items_per_batch) is int
     assert cfg.embed.image.pretrained is None
     assert cfg.media.num_frames == 4  # from the file, untouched by overrides
     assert cfg.media.fps == 2.5
@@ -77,7 +77,7 @@ def test_accepts_path_as_string(tmp_path):
     ("stor.uri=x", "stor", "store"),
     ("store.urii=x", "store.urii", "uri"),
     ("embed.imagee.model=x", "embed.imagee", "image"),
-    ("embed.text.batchsize=3", "embed.text.batchsize", "batch_size"),
+    ("embed.text.items_per_bach=3", "embed.text.items_per_bach", "items_per_batch"),
 ])
 def test_unknown_key_names_dotted_key_and_close_match(override, key, suggestion):
     message = _error(overrides=[override])
@@ -104,7 +104,8 @@ def test_unknown_key_without_close_match_has_no_suggestion():
     ("store.index_min_rows=10", "store.index_min_rows"),
     ("store.write_batch_rows=abc", "store.write_batch_rows"),
     ("media.fps=0", "media.fps"),
-    ("embed.text.batch_size=0", "embed.text.batch_size"),
+    ("embed.text.items_per_batch=0", "embed.text.items_per_batch"),
+    ("embed.image.frames_per_batch=0", "embed.image.frames_per_batch"),
 ])
 def test_bad_value_names_the_key(override, key):
     message = _error(overrides=[override])
@@ -183,3 +184,14 @@ def test_assignment_is_validated():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(("override", "new_keys"), [
+    ("embed.text.batch_size=64", ["embed.text.items_per_batch", "embed.text.encode_batch_size"]),
+    ("embed.image.batch_size=8", ["embed.image.items_per_batch", "embed.image.frames_per_batch"]),
+    ("describe.batch_size=4", ["describe.items_per_batch"]),
+])
+def test_old_batch_size_key_names_its_replacements(override, new_keys):
+    message = _error(overrides=[override])
+    assert message.startswith(f"config key '{override.partition('=')[0]}' was replaced by ")
+    assert all(f"'{key}'" in message for key in new_keys)

@@ -174,7 +174,7 @@ def catalog_with_bad_media(tmp_path):
 def test_job_describes_good_items_and_records_bad_ones(catalog_with_bad_media, make_config, tiny_qwen, ray_local):
     manifest, good = catalog_with_bad_media
     cfg = make_config(ingest={"source": "manifest", "path": str(manifest)},
-                      describe={"model": tiny_qwen, "batch_size": 4, "generation": {"max_new_tokens": 8}})
+                      describe={"model": tiny_qwen, "items_per_batch": 4, "generation": {"max_new_tokens": 8}})
     run_ingest(cfg)
     summary = run_describe(cfg)
     assert (summary.done, summary.failed) == (len(good), 2)
@@ -203,7 +203,7 @@ def test_model_error_fails_only_its_item(catalog_with_bad_media, make_config, ti
     manifest, good = catalog_with_bad_media
     # With these short prompts an image needs about 30 prompt tokens and an 8-frame video about 80.
     cfg = make_config(ingest={"source": "manifest", "path": str(manifest)}, media={"num_frames": 8},
-                      describe={"model": tiny_qwen, "batch_size": 8, "max_prompt_tokens": 50,
+                      describe={"model": tiny_qwen, "items_per_batch": 8, "max_prompt_tokens": 50,
                                 "prompts": {"video": "Describe.", "image": "Describe.", "include_title": False},
                                 "generation": {"max_new_tokens": 16}})
     run_ingest(cfg)
@@ -220,7 +220,7 @@ def test_model_error_fails_only_its_item(catalog_with_bad_media, make_config, ti
 def test_real_microlens_videos(make_config, tiny_qwen, ray_local, tmp_path):
     root = require_shared("microlens-sample")
     cfg = make_config(ingest={"source": "microlens", "path": str(root)},
-                      describe={"model": tiny_qwen, "batch_size": 3, "where": ["media_type = video"],
+                      describe={"model": tiny_qwen, "items_per_batch": 3, "where": ["media_type = video"],
                                 "generation": {"max_new_tokens": 8}})
     run_ingest(cfg)
     summary = run_describe(cfg)
@@ -241,7 +241,7 @@ def test_killed_job_resumes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
         "ray": {"num_cpus": 2},
         "media": {"num_frames": 4, "max_side": 96},
         "ingest": {"source": "manifest", "path": str(catalog.manifest)},
-        "describe": {"model": tiny_qwen, "batch_size": 2, "generation": {"max_new_tokens": 128}},
+        "describe": {"model": tiny_qwen, "items_per_batch": 2, "generation": {"max_new_tokens": 128}},
     }))
     command = [sys.executable, "-m", "jobs.describe", "--config", str(config)]
     assert subprocess.run([sys.executable, "-m", "jobs.ingest", "--config", str(config)], timeout=120).returncode == 0

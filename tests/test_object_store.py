@@ -191,7 +191,7 @@ def test_every_stage_on_s3(s3, make_config, tiny_qwen, ray_local, tmp_path, monk
     cfg: SeerecConfig = make_config(
         store={"uri": s3.uri("pipeline"), "storage_options": s3.storage_options},
         ingest={"source": "manifest", "path": str(catalog.manifest)},
-        describe={"model": tiny_qwen, "batch_size": 4, "where": ["media_type = image"],
+        describe={"model": tiny_qwen, "items_per_batch": 4, "where": ["media_type = image"],
                   "generation": {"max_new_tokens": 4}},
         quantize={"levels": 2, "codebook_size": 4, "out_dir": str(tmp_path / "tokenizer")},
         train={"model": "two_tower", "features": ["text_vec"], "epochs": 2, "name": "tt", "progress": False,

@@ -204,8 +204,7 @@ def test_diagnostics_json_and_png(tmp_path):
 
 # ---- the job ---------------------------------------------------------------------------------------------
 def _store_with_vectors(make_config, tmp_path, n=300, **quantize):
-    from pipeline.runtime import vector_column
-    from pipeline.schema import vector_family
+    from pipeline.schema import vector_column, vector_family
     from pipeline.store import ItemStore
 
     cfg = make_config(quantize={"out_dir": str(tmp_path / "tok"), "codebook_size": 16, **quantize})
@@ -247,7 +246,7 @@ def test_quantize_config_reaches_the_tokenizer():
 @pytest.mark.parametrize("method", METHODS)
 def test_quantize_job_fit_then_assign_only(make_config, tmp_path, method):
     from jobs.quantize import run_quantize
-    from pipeline.runtime import vector_column
+    from pipeline.schema import vector_column
 
     cfg, store, X, valid = _store_with_vectors(make_config, tmp_path, collisions=method)
     summary = run_quantize(cfg)

@@ -49,7 +49,7 @@ def config_file(tmp_path) -> Path:
     path.write_text(yaml.safe_dump({
         "store": {"uri": str(tmp_path / "store"), "write_batch_rows": 64},
         "ingest": {"source": "manifest", "path": str(manifest)},
-        "embed": {"text": {"batch_size": 8, "num_cpus": 1}, "image": {"enabled": False}},
+        "embed": {"text": {"items_per_batch": 8, "num_cpus": 1}, "image": {"enabled": False}},
     }))
     return path
 
@@ -118,7 +118,7 @@ def test_submit_ingest_then_embed(cluster, config_file):
     assert submit("ingest", cluster.dashboard_url, config_file, resources='{"node_b": 1}', out=out) == 0
     assert "ingest [manifest:items.csv]: 3 items" in " ".join(out.getvalue().split())
     out = io.StringIO()
-    assert submit("embed", cluster.dashboard_url, config_file, ["embed.text.batch_size=2"], out=out) == 0
+    assert submit("embed", cluster.dashboard_url, config_file, ["embed.text.items_per_batch=2"], out=out) == 0
     assert "embed-text" in out.getvalue()
     rows = {row["item_id"]: row for row in ItemStore(load_config(config_file).store).scan().to_pylist()}
     assert {key: row["title"] for key, row in rows.items()} == TITLES

@@ -1,0 +1,98 @@
+"""The one runner of every Ray Data stage: a `Stage` declaration in, its column family in the store out.
+
+pending items (not done by this model and settings, or failed) → summary counts → Ray → a dataset of
+small blocks → the decode pool, if the stage has one → the model actor pool → the driver's `FamilyWriter`
+→ one `store.finalize` at the end of the job → a logged `StageSummary` per stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from pipeline.config import SeerecConfig, StageSection
+from pipeline.filters import quote_text, to_sql
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray
+from pipeline.schema import is_vector_field
+from pipeline.stage import Stage
+from pipeline.store import ItemStore
+
+
+def run_stage(stage: Stage, cfg: SeerecConfig, force: bool = False) -> StageSummary:
+    return run_stages([stage], cfg, force)[0]
+
+
+def run_stages(stages: Sequence[Stage], cfg: SeerecConfig, force: bool = False) -> list[StageSummary]:
+    """Run stages one after the other on one store, then compact and index it once."""
+    store = ItemStore(cfg.store)
+    summaries = [_run(stage, cfg, store, force) for stage in stages]
+    schema = store.schema
+    columns = [stage.family(stage.section(cfg)).name for stage in stages]
+    store.finalize([c for c in columns if c in schema.names and is_vector_field(schema.field(c))])
+    return summaries
+
+
+def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> StageSummary:
+    section = stage.section(cfg)
+    model_id, family = stage.model_id(section), stage.family(section)
+    started = time.perf_counter()
+    where = _where(stage, cfg, store)
+    settings = {family.extra_column(suffix): values for suffix, values in stage.settings(section).items()}
+    todo = store.pending(family, model_id, stage.reads(section), force, where, settings=settings)
+    total = store.count(where)
+    summary = StageSummary(stage.name, model_id, total=total, skipped=total - todo.num_rows)
+    metrics = [metric() for metric in stage.metrics]
+    if todo.num_rows:
+        if stage.prepare is not None:
+            todo = stage.prepare(todo, section)
+        init_ray(cfg.ray)
+        constants = stage.constants(cfg, section)
+        writer = FamilyWriter(store, family.of_rows, todo.num_rows, stage.name)
+        for batch in _results(stage, cfg, section, todo).iter_batches(batch_size=None, batch_format="numpy"):
+            for metric in metrics:
+                metric.add(batch, time.perf_counter() - started)
+            writer.add(family.batch_rows(batch, stage.output, model_id, **constants))
+        writer.close()
+        summary.done, summary.failed = writer.done, writer.failed
+    summary.seconds = time.perf_counter() - started
+    for metric in metrics:
+        summary.extra.update(metric.extra(summary.seconds))
+    summary.log()
+    return summary
+
+
+def _where(stage: Stage, cfg: SeerecConfig, store: ItemStore) -> str | None:
+    media = f"`media_type` IN ({', '.join(quote_text(t) for t in stage.media_types)})" if stage.media_types else None
+    return " AND ".join(filter(None, [media, to_sql(stage.where(cfg), store.schema)])) or None
+
+
+def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Table):
+    """The lazy Ray dataset of the stage's results: blocks → decode pool → model actor pool."""
+    import ray
+
+    data = work_dataset(todo, section.items_per_batch, section.concurrency)
+    if stage.decoder is not None:
+        data = data.map_batches(
+            stage.decoder.model, fn_constructor_kwargs={"cfg": stage.decoder.section(cfg).model_dump()},
+            batch_size=section.items_per_batch, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=section.decode_concurrency),
+        )
+    return data.map_batches(
+        stage.model, fn_constructor_kwargs={"cfg": section.model_dump()}, batch_size=section.items_per_batch,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=section.concurrency),
+        num_gpus=section.num_gpus, num_cpus=section.num_cpus,
+    )
+
+
+def work_dataset(table: pa.Table, items_per_batch: int, concurrency: int):
+    """The work as a Ray dataset of small blocks (a few model calls each).
+
+    Small blocks keep every actor busy and let results stream back to the driver's writer early, instead
+    of arriving in a few large lumps at the end.
+    """
+    import ray
+
+    per_block = items_per_batch * max(1, min(4, -(-table.num_rows // (items_per_batch * 2 * concurrency))))
+    return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
