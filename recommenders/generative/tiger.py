@@ -12,7 +12,8 @@ and code 5 at level 1 are different tokens.
   `levels` code tokens, right-aligned so that the most recent item always sits at the same positions.
 - Decoder: START, then the target's codes; teacher-forced cross-entropy, one output layer per level over
   that level's codes only.
-- Decoding: beam search over `levels` steps, batched over users, with the prefix trie's mask
+- Decoding: beam search over `levels` steps (one new decoder position per step, the earlier ones' keys and
+  values cached), batched over users, with the prefix trie's mask
   (`recommenders.generative.trie`) added to the logits at every step, so every beam is a catalog item.
   `score()` puts each generated item's log-likelihood in a dense (B, n_items) matrix with -inf elsewhere:
   the shared full-ranking evaluation then counts each item once and masks history as for any model.
