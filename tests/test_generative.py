@@ -12,10 +12,10 @@ import torch
 
 from pipeline.config import validate_config
 from pipeline.schema import KEY, TIMESTAMP, semantic_id_family
-from recommenders.data import build_interactions, leave_one_out
+from recommenders.data import RecommenderError, build_interactions, leave_one_out
 from recommenders.evaluate import evaluate
 from recommenders.generative.semantic_ids import add_new_items
-from recommenders.generative.tiger import TIGER
+from recommenders.generative.tiger import START, TIGER
 from recommenders.generative.trie import SemanticIdTrie
 from recommenders.train import build_model, fit, load_run, run_compare, run_train
 from tests.test_recommenders import N_ITEMS, N_TOPICS, make_store, run_config
@@ -88,17 +88,56 @@ def test_unconstrained_decoding_measures_invalid_ids():
     assert model.decode_report()["invalid_ids"] == 0
 
 
-def test_grouped_decoder_equals_the_decoder_on_copied_memories():
-    """Beams share their user's memory in cross-attention; the result must be the decoder's on one copy each."""
-    model = tiny_model(dedup_catalog(), seed=1)
-    memory, pad = model.encode(model.encoder_tokens(torch.arange(4), HISTORIES))
+def torch_decoder_with_weights_of(model: TIGER) -> torch.nn.TransformerDecoder:
+    """torch's pre-norm decoder layers holding the weights of TIGER's own decoder, as the reference."""
+    d, layers = model.emb.embedding_dim, model.decoder.layers
+    ref = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(
+        d, model.hparams["heads"], model.hparams["ff"], 0.0, activation="gelu", batch_first=True, norm_first=True),
+        len(layers), norm=torch.nn.LayerNorm(d)).eval()
+    with torch.no_grad():
+        for mine, theirs in zip(layers, ref.layers, strict=True):
+            cross = mine.cross_attn
+            pairs = [(theirs.self_attn.in_proj_weight, mine.self_attn.qkv.weight),
+                     (theirs.self_attn.in_proj_bias, mine.self_attn.qkv.bias),
+                     (theirs.self_attn.out_proj, mine.self_attn.proj), (theirs.multihead_attn.out_proj, cross.proj),
+                     (theirs.multihead_attn.in_proj_weight, torch.cat([cross.q.weight, cross.kv.weight])),
+                     (theirs.multihead_attn.in_proj_bias, torch.cat([cross.q.bias, cross.kv.bias])),
+                     (theirs.linear1, mine.ff[0]), (theirs.linear2, mine.ff[3]),
+                     (theirs.norm1, mine.ln1), (theirs.norm2, mine.ln2), (theirs.norm3, mine.ln3)]
+            for target, source in pairs:
+                if isinstance(target, torch.nn.Module):
+                    target.load_state_dict(source.state_dict())
+                else:
+                    target.copy_(source)
+        ref.norm.load_state_dict(model.decoder.norm.state_dict())
+    return ref
+
+
+def test_decoder_equals_torch_decoder_layers_with_beams_sharing_a_memory():
+    """Beams share their user's memory in cross-attention; the result must be torch's decoder on one copy each."""
+    model = tiny_model(dedup_catalog(), seed=1, decoder_layers=2)
+    states, pad = model.encode(model.encoder_tokens(torch.arange(4), HISTORIES))
     group = 3
-    y = torch.randn(4 * group, 3, memory.shape[2])
+    y = torch.randn(4 * group, 3, states.shape[2])
     causal = torch.nn.Transformer.generate_square_subsequent_mask(3)
     with torch.no_grad():
-        expected = model.decoder(y, memory.repeat_interleave(group, 0), tgt_mask=causal, tgt_is_causal=True,
-                                 memory_key_padding_mask=pad.repeat_interleave(group, 0))
-        assert torch.allclose(model.decoder_states(y, memory, pad), expected, atol=1e-5)
+        expected = torch_decoder_with_weights_of(model)(
+            y, states.repeat_interleave(group, 0), tgt_mask=causal, tgt_is_causal=True,
+            memory_key_padding_mask=pad.repeat_interleave(group, 0))
+        assert torch.allclose(model.decoder(y, model.decoder.memory(states, pad)), expected, atol=1e-5)
+
+
+def test_decoding_level_by_level_with_the_cache_equals_teacher_forcing():
+    model = tiny_model(dedup_catalog(), seed=2, decoder_layers=2)
+    targets = model.item_codes()[torch.tensor([0, 7, 12, 23, 5, 18, 2, 9])]  # two per user
+    with torch.no_grad():
+        memory = model.memory(torch.arange(4), HISTORIES)
+        expected = model.decode(memory, targets[:, :-1])
+        cache, tokens, steps = model.decoder.new_cache(), torch.full((len(targets),), START), []
+        for level in range(model.levels):
+            steps.append(model.decode_step(memory, tokens, level, cache))
+            tokens = model.code_tokens(targets[:, level:level + 1], level)[:, 0]
+    assert torch.allclose(torch.stack(steps, dim=1), expected, atol=1e-5)
 
 
 def test_full_width_beam_equals_exact_scoring():
@@ -171,7 +210,7 @@ def test_short_training_learns_the_pattern(trained):
 
 def test_an_item_added_after_training_can_be_generated(trained):
     model, split, _ = trained
-    model = TIGER(model.n_users, model.n_items, model.features.clone(), **model.hparams)\
+    model = TIGER(model.n_users, model.n_items, model.semantic_ids.clone(), **model.hparams)\
         .eval().requires_grad_(False)
     model.load_state_dict(trained[0].state_dict())
     users, histories = torch.as_tensor(split.test.users), split.test.histories
@@ -180,9 +219,9 @@ def test_an_item_added_after_training_can_be_generated(trained):
     users, histories = users[row:row + 1], histories[row:row + 1]
     # A new item with the ID of that target's sibling (same 3 codes, another dedup code) joins the catalog.
     target = int(split.test.targets[row])
-    a, b, c, d = model.features[target].long().tolist()
+    a, b, c, d = model.semantic_ids[target].tolist()
     sibling = [a, b, c, 1 - d]
-    taken = {tuple(r) for r in model.features.long().tolist()}
+    taken = {tuple(r) for r in model.semantic_ids.tolist()}
     if tuple(sibling) in taken:  # the target is itself one of a dedup pair: take a fresh last code instead
         sibling = [a, b, c, 2]
     new = int(model.add_items([sibling])[0])
@@ -218,6 +257,7 @@ def test_train_and_compare_read_semantic_ids_from_the_store_and_new_items_join(t
     assert metrics["decoding"]["invalid_rate"] == 0.0 and metrics["decoding"]["generated_ids"] > 0
     assert metrics["features_report"]["levels"] == 3
     model, _ = load_run(tmp_path / "runs" / "tg")
+    assert model.features is None and model.semantic_ids.dtype == torch.int64  # the codes never ride as floats
     histories = [np.array([0, 6, 12]), np.array([1, 7])]
     assert torch.equal(model.score(torch.arange(2), histories), result.model.cpu().eval().score(torch.arange(2),
                                                                                                   histories))
@@ -233,11 +273,15 @@ def test_train_and_compare_read_semantic_ids_from_the_store_and_new_items_join(t
     cfg.train.epochs = 1
     table, out_dir = run_compare(cfg)
     assert list(table["model"]) == ["popularity", "tiger"] and (out_dir / "compare.md").is_file()
+    # A run folder from before the integer buffer: its model.json names a float feature width for the codes.
+    meta = json.loads((tmp_path / "runs" / "tg" / "model.json").read_text())
+    (tmp_path / "runs" / "tg" / "model.json").write_text(json.dumps({**meta, "feature_dim": 3}))
+    with pytest.raises(RecommenderError, match="must be trained again"):
+        load_run(tmp_path / "runs" / "tg")
 
 
 def test_config_checks_heads_and_missing_semantic_ids(tmp_path):
     from pipeline.config import ConfigError
-    from recommenders.data import RecommenderError
 
     with pytest.raises(ConfigError, match="multiple of heads"):
         validate_config({"train": {"tiger": {"d_model": 128, "heads": 6}}})

@@ -12,15 +12,17 @@ and code 5 at level 1 are different tokens.
   `levels` code tokens, right-aligned so that the most recent item always sits at the same positions.
 - Decoder: START, then the target's codes; teacher-forced cross-entropy, one output layer per level over
   that level's codes only.
-- Decoding: beam search over `levels` steps, batched over users, with the prefix trie's mask
+- Decoding: beam search over `levels` steps (one new decoder position per step, the earlier ones' keys and
+  values cached), batched over users, with the prefix trie's mask
   (`recommenders.generative.trie`) added to the logits at every step, so every beam is a catalog item.
   `score()` puts each generated item's log-likelihood in a dense (B, n_items) matrix with -inf elsewhere:
   the shared full-ranking evaluation then counts each item once and masks history as for any model.
   `exact_scores()` scores every catalog item by its log-likelihood, to check the beam against.
 - New items: `add_items(codes)` grows the trie (and the item table) in place, without retraining.
 
-The item IDs travel inside the checkpoint as the base class's `features` buffer (n_items, levels floats,
--1 after an ID's last code), so `load_run` rebuilds a model that decodes the same catalog.
+The item IDs travel inside the checkpoint as the integer buffer `semantic_ids` (n_items, levels; -1 after an
+ID's last code), so `load_run` rebuilds a model that decodes the same catalog. The network is an encoder of
+torch's layers and seerec's own decoder (`recommenders.generative.decoder`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from torch import nn
 from recommenders.base import Recommender, shuffled_batches
 from recommenders.data import RecommenderError
 from recommenders.evaluate import pad_histories
+from recommenders.generative.decoder import Decoder, Memory
 from recommenders.generative.trie import ROOT, SemanticIdTrie
+from recommenders.layers import KVCache
 
 PAD, START = 0, 1
 
@@ -48,18 +52,16 @@ class TIGER(Recommender):
                  user_buckets: int = 2000, codebook_size: int | None = None, levels: int | None = None,
                  beam_size: int = 20, constrained: bool = True, scoring: str = "beam", length_buckets: bool = True,
                  **hparams):
-        if features is None:
-            raise RecommenderError("model tiger needs the items' semantic IDs; run `seerec quantize` and name the "
-                                   "store column in train.tiger.semantic_id_column")
-        codes = torch.as_tensor(features).long()
+        codes = self._codes(n_items, features, levels, codebook_size)
         levels = levels or codes.shape[1]
         if codes.shape[1] < levels:
             codes = F.pad(codes, (0, levels - codes.shape[1]), value=-1)
         codebook_size = codebook_size or int(codes.max().clamp(min=0)) + 1
-        super().__init__(n_users, n_items, codes.float(), d_model=d_model, encoder_layers=encoder_layers,
+        super().__init__(n_users, n_items, None, d_model=d_model, encoder_layers=encoder_layers,
                          decoder_layers=decoder_layers, heads=heads, ff=ff, dropout=dropout, max_items=max_items,
                          user_buckets=user_buckets, codebook_size=codebook_size, levels=levels, beam_size=beam_size,
                          constrained=constrained, scoring=scoring, length_buckets=length_buckets, **hparams)
+        self.register_buffer("semantic_ids", codes)
         self.levels, self.vocab, self.max_items = levels, codebook_size + 1, max_items
         self.user_buckets, self.beam_size = user_buckets, beam_size
         self.constrained, self.scoring, self.length_buckets = constrained, scoring, length_buckets
@@ -72,14 +74,27 @@ class TIGER(Recommender):
             nn.TransformerEncoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
                                        norm_first=True), encoder_layers, norm=nn.LayerNorm(d_model),
             enable_nested_tensor=False)
-        self.decoder = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
-                                       norm_first=True), decoder_layers, norm=nn.LayerNorm(d_model))
+        self.decoder = Decoder(d_model, heads, ff, dropout, decoder_layers)
         self.head = nn.Parameter(torch.randn(levels, self.vocab, d_model) * d_model ** -0.5)  # one per level
         self.drop = nn.Dropout(dropout)
-        self.stale = True  # the trie must be (re)built from the `features` buffer
+        self.stale = True  # the trie must be (re)built from the `semantic_ids` buffer
         self._trie: SemanticIdTrie | None = None
         self.decode_stats = {"generated": 0, "invalid": 0}
+
+    @staticmethod
+    def _codes(n_items: int, features, levels: int | None, codebook_size: int | None) -> torch.Tensor:
+        """The (n_items, L) int64 codes given to the constructor. None when a checkpoint is about to be loaded
+        into the model: its shape then comes from the saved hyperparameters, its values with the weights."""
+        if features is None:
+            if levels is None or codebook_size is None:
+                raise RecommenderError("model tiger needs the items' semantic IDs; run `seerec quantize` and name "
+                                       "the store column in train.tiger.semantic_id_column")
+            return torch.full((n_items, levels), -1, dtype=torch.long)
+        codes = torch.as_tensor(features)
+        if codes.is_floating_point():
+            raise RecommenderError(f"model tiger takes semantic IDs as integer codes, not {codes.dtype} (a run "
+                                   "folder saved before TIGER kept its IDs in an integer buffer must be trained again)")
+        return codes.long()
 
     @classmethod
     def load_item_inputs(cls, store, tcfg, item_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
@@ -95,16 +110,16 @@ class TIGER(Recommender):
     # ---- the catalog --------------------------------------------------------------------------------
     def item_codes(self) -> torch.Tensor:
         """(n_items, levels) padded codes: each ID, then END; an item without an ID is all END (never decoded)."""
-        codes = self.features.long()
+        codes = self.semantic_ids
         return torch.where(codes >= 0, codes, self.vocab - 1)
 
     def has_id(self) -> torch.Tensor:
-        return self.features[:, 0] >= 0
+        return self.semantic_ids[:, 0] >= 0
 
     @property
     def trie(self) -> SemanticIdTrie:
         if self._trie is None or self.stale:
-            self._trie = SemanticIdTrie.from_codes(self.features.long().cpu().numpy(), self.vocab, self.levels)
+            self._trie = SemanticIdTrie.from_codes(self.semantic_ids.cpu().numpy(), self.vocab, self.levels)
             self.stale = False
         return self._trie
 
@@ -116,12 +131,12 @@ class TIGER(Recommender):
     def add_items(self, semantic_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Append new items (indexes n_items, n_items+1, ...) and grow the trie; returns their indexes."""
         trie = self.trie
-        rows = torch.full((len(semantic_ids), self.levels), -1.0, device=self.device)
+        rows = torch.full((len(semantic_ids), self.levels), -1, dtype=torch.long, device=self.device)
         for row, semantic_id in enumerate(semantic_ids):
             trie.pad(semantic_id)  # checks length and code range before anything changes
-            rows[row, :len(semantic_id)] = torch.as_tensor([int(c) for c in semantic_id], dtype=torch.float32)
+            rows[row, :len(semantic_id)] = torch.as_tensor([int(c) for c in semantic_id])
         first = self.n_items
-        self.features = torch.cat([self.features, rows])
+        self.semantic_ids = torch.cat([self.semantic_ids, rows])
         self.n_items += len(semantic_ids)
         for row, semantic_id in enumerate(semantic_ids):
             trie.add(first + row, semantic_id)
@@ -132,14 +147,18 @@ class TIGER(Recommender):
         """(B, 1 + N * levels): START or the user token, then the last N items' code tokens (PAD for none)."""
         items = pad_histories(histories, self.max_items).to(self.device)  # (B, N), -1 left padding
         known = (items >= 0) & self.has_id()[items.clamp(min=0)]
-        levels = torch.arange(self.levels, device=self.device)
-        tokens = self.code_offset + levels * self.vocab + self.item_codes()[items.clamp(min=0)]  # (B, N, levels)
+        tokens = self.code_tokens(self.item_codes()[items.clamp(min=0)])  # (B, N, levels)
         tokens = tokens.masked_fill(~known[..., None], PAD).flatten(1)
         if self.user_buckets:
             first = self.user_offset + (users.to(self.device).long() * 2654435761) % self.user_buckets
         else:
             first = torch.full((len(tokens),), START, dtype=torch.long, device=self.device)
         return torch.cat([first[:, None], tokens], dim=1)
+
+    def code_tokens(self, codes: torch.Tensor, first_level: int = 0) -> torch.Tensor:
+        """The tokens of codes (..., L) of levels first_level .. first_level + L - 1."""
+        levels = torch.arange(first_level, first_level + codes.shape[-1], device=self.device)
+        return self.code_offset + levels * self.vocab + codes
 
     def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states (B, S, d) and the padding mask (B, S) of encoder tokens."""
@@ -150,34 +169,28 @@ class TIGER(Recommender):
         x = self.drop(self.emb(tokens) + self.enc_pos(positions))
         return self.encoder(x, src_key_padding_mask=pad), pad
 
-    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    def memory(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> Memory:
+        """What the decoder reads of these users' histories, projected once for every target decoded."""
+        return self.decoder.memory(*self.encode(self.encoder_tokens(users, histories)))
+
+    def decoder_inputs(self, tokens: torch.Tensor, first_position: int = 0) -> torch.Tensor:
+        positions = torch.arange(first_position, first_position + tokens.shape[1], device=self.device)
+        return self.drop(self.emb(tokens) + self.dec_pos(positions))
+
+    def decode(self, memory: Memory, prefix: torch.Tensor) -> torch.Tensor:
         """Logits (N, t + 1, vocab) for levels 0..t, given the first t codes of each of N targets (teacher
         forcing). N is a multiple of the B memories: target row i reads memory i // (N / B), so the beams of a
         user (or every candidate of `exact_scores`) share its memory instead of a copy per target."""
-        t = prefix.shape[1]
-        levels = torch.arange(t, device=self.device)
         start = torch.full((len(prefix), 1), START, dtype=torch.long, device=self.device)
-        tokens = torch.cat([start, self.code_offset + levels * self.vocab + prefix], dim=1)
-        y = self.drop(self.emb(tokens) + self.dec_pos(torch.arange(t + 1, device=self.device)))
-        h = self.decoder_states(y, memory, memory_pad)
-        return torch.einsum("btd,tvd->btv", h, self.head[:t + 1])
+        tokens = torch.cat([start, self.code_tokens(prefix)], dim=1)
+        h = self.decoder(self.decoder_inputs(tokens), memory)
+        return torch.einsum("btd,tvd->btv", h, self.head[:tokens.shape[1]])
 
-    def decoder_states(self, y: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
-        """`self.decoder(y, memory)` (pre-norm layers, causal self-attention) for N = G x B target rows over B
-        memories. Cross-attention treats each query on its own, so a memory's G targets go in as one query
-        sequence of G x T tokens: its keys and values are projected once, not G times (beam 20 repeated them
-        20 times, which was most of the cost of decoding on a CPU)."""
-        N, T, d = y.shape
-        group = N // len(memory)
-        causal = nn.Transformer.generate_square_subsequent_mask(T, device=self.device)
-        for layer in self.decoder.layers:  # nn.TransformerDecoderLayer.forward with norm_first, regrouped
-            x = layer.norm1(y)
-            y = y + layer.dropout1(layer.self_attn(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0])
-            x = layer.norm2(y).reshape(len(memory), group * T, d)
-            x = layer.multihead_attn(x, memory, memory, key_padding_mask=memory_pad, need_weights=False)[0]
-            y = y + layer.dropout2(x.reshape(N, T, d))
-            y = y + layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(y))))))
-        return self.decoder.norm(y)
+    def decode_step(self, memory: Memory, tokens: torch.Tensor, level: int, cache: list[KVCache]) -> torch.Tensor:
+        """Logits (N, vocab) of `level`, given each target's input token (N,) there: START at level 0, then the
+        code chosen at the level before. `cache` holds the earlier positions' keys and values and takes these."""
+        h = self.decoder(self.decoder_inputs(tokens[:, None], level), memory, cache)[:, 0]
+        return h @ self.head[level].T
 
     # ---- training -----------------------------------------------------------------------------------
     def batches(self, train, batch_size, rng):
@@ -195,9 +208,9 @@ class TIGER(Recommender):
             yield {"tokens": self.encoder_tokens(users, histories), "targets": targets}
 
     def loss(self, batch: dict) -> torch.Tensor:
-        memory, pad = self.encode(batch["tokens"])
+        memory = self.decoder.memory(*self.encode(batch["tokens"]))
         targets = batch["targets"]
-        logits = self.decode(memory, pad, targets[:, :-1])
+        logits = self.decode(memory, targets[:, :-1])
         return F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1))
 
     # ---- decoding -----------------------------------------------------------------------------------
@@ -220,35 +233,37 @@ class TIGER(Recommender):
 
     def _beam(self, users, histories, beam: int, constrained: bool) -> tuple[torch.Tensor, torch.Tensor]:
         children, allowed, item_of = self.trie.tensors(self.device)
-        memory, pad = self.encode(self.encoder_tokens(users, histories))
-        B, V = memory.shape[0], self.vocab
+        memory, cache = self.memory(users, histories), self.decoder.new_cache()
+        B, V = len(memory), self.vocab
         scores = torch.full((B, beam), -torch.inf, device=self.device)
         scores[:, 0] = 0.0  # one live beam to start with; the others would only be copies of it
-        prefix = torch.zeros(B, beam, 0, dtype=torch.long, device=self.device)
+        tokens = torch.full((B * beam,), START, dtype=torch.long, device=self.device)
         node = torch.full((B, beam), ROOT, dtype=torch.long, device=self.device)
         rows = torch.arange(B, device=self.device)[:, None]
         for t in range(self.levels):
-            logits = self.decode(memory, pad, prefix.view(B * beam, t))[:, -1].view(B, beam, V)
+            logits = self.decode_step(memory, tokens, t, cache).view(B, beam, V)
             logp = F.log_softmax(logits.float(), dim=-1)
             if constrained:
                 logp = logp.masked_fill(~allowed[node], -torch.inf)
             scores, flat = (scores[..., None] + logp).view(B, -1).topk(beam, dim=1)
             parent, code = flat // V, flat % V
-            prefix = torch.cat([prefix[rows, parent], code[..., None]], dim=2)
+            for layer_cache in cache:  # each beam continues from its parent's keys and values
+                layer_cache.select((rows * beam + parent).flatten())
+            tokens = self.code_tokens(code[..., None], t).flatten()
             node = children[node[rows, parent], code]
         return item_of[node].masked_fill(~torch.isfinite(scores), -1), scores
 
     @torch.no_grad()
     def exact_scores(self, users: torch.Tensor, histories: Sequence[np.ndarray], chunk: int = 4096) -> torch.Tensor:
         """(B, n_items): every catalog item's log-likelihood (sum over its levels); -inf for items without ID."""
-        memory, pad = self.encode(self.encoder_tokens(users, histories))
+        memory = self.memory(users, histories)
         codes, has_id = self.item_codes(), self.has_id()
         out = torch.full((len(memory), self.n_items), -torch.inf, device=self.device)
         for b in range(len(memory)):
             for s in range(0, self.n_items, chunk):
                 target = codes[s:s + chunk]
                 n = len(target)
-                logits = self.decode(memory[b:b + 1], pad[b:b + 1], target[:, :-1])
+                logits = self.decode(memory[b:b + 1], target[:, :-1])
                 logp = F.log_softmax(logits.float(), dim=-1).gather(2, target[..., None]).squeeze(2).sum(1)
                 out[b, s:s + n] = logp.masked_fill(~has_id[s:s + n], -torch.inf)
         return out

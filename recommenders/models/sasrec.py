@@ -24,23 +24,7 @@ from torch import nn
 
 from recommenders.base import Recommender, sequence_batches
 from recommenders.evaluate import pad_histories
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float):
-        super().__init__()
-        if hidden % heads:
-            raise ValueError(f"hidden size {hidden} is not a multiple of {heads} heads")
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.proj = nn.Linear(hidden, hidden)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, L, H = x.shape
-        q, k, v = (t.view(B, L, self.heads, H // self.heads).transpose(1, 2) for t in self.qkv(x).split(H, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, H)))
+from recommenders.layers import CausalSelfAttention
 
 
 class Block(nn.Module):
