@@ -12,7 +12,7 @@ from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SeerecError
 
@@ -73,10 +73,24 @@ class MediaConfig(Section):
     # Decompression-bomb guard for still images (PIL's own default is about 89 megapixels).
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_file_mb: float = Field(4096, gt=0)
+    # Local folders and URI prefixes (s3://bucket/videos/) that media may be read from; anything else is refused
+    # (symlinks and .. resolved first). Empty: ingest allows the catalog's own folder (the manifest's folder, or
+    # the dataset folder) and no remote URI, and the decoders allow local files only. Set it to have the
+    # decoders enforce the same fence on rows that others wrote to the store.
+    roots: list[str] = Field(default_factory=list)
+
+    @field_validator("roots")
+    @classmethod
+    def _roots_are_named(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if not root.strip() or ".." in root.replace("\\", "/").split("/"):
+                raise ValueError(f"each root must name a folder or URI prefix without '..' segments, not {root!r}")
+        return roots
 
 
 class IngestConfig(Section):
-    source: Literal["manifest", "microlens", "amazon-beauty", "amazon-scientific"] = "manifest"
+    # s3rec: one Amazon category in S3-Rec's layout (amazon-beauty is its older name); recbole: .item/.inter files.
+    source: Literal["manifest", "microlens", "s3rec", "amazon-beauty", "amazon-scientific", "recbole"] = "manifest"
     path: str | None = None
     limit: int | None = Field(None, ge=1)
 
