@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ import pyarrow as pa
 from pipeline.errors import SeerecError
 from pipeline.media_roots import MediaRoots, catalog_folder
 from pipeline.schema import CATALOG_FIELDS, MEDIA_TYPES, catalog_schema
-
-log = logging.getLogger(__name__)
 
 REQUIRED_MANIFEST_COLUMNS = ("item_id", "media_uri", "media_type")
 _CATALOG_COLUMNS = {f.name for f in CATALOG_FIELDS}
@@ -131,10 +128,10 @@ def _manifest_item(record: dict, base: Path, roots: MediaRoots) -> dict:
     media_type = str(record.get("media_type") or "").strip().lower()
     if media_type not in MEDIA_TYPES:
         errors.append(f"unknown media_type {record.get('media_type')!r} (expected one of {', '.join(MEDIA_TYPES)})")
-    uri = str(record.get("media_uri") or "").strip() or None
+    given = uri = str(record.get("media_uri") or "").strip() or None
     if uri and "://" not in uri and not Path(uri).is_absolute():
         uri = str((base / uri).resolve())
-    refusal = uri and roots.refusal(uri)
+    refusal = uri and roots.refusal(uri, given if uri == given else f"{given} (resolved: {uri})")
     if refusal:  # the row keeps its id and says why, but no later stage is handed the refused uri
         errors.append(refusal)
     elif media_type in ("video", "image") and not uri:
@@ -342,7 +339,7 @@ def _atomic_records(file: Path) -> tuple[list[str], list[tuple[int, dict]], list
             continue
         values = line.split("\t")
         if len(values) != len(names):
-            rejected.append(f"{file.name} row {number}: {len(values)} fields, but the header names {len(names)}")
+            rejected.append(f"{file.name} row {number}: the header names {len(names)} fields, it has {len(values)}")
             continue
         records.append((number, {n: (v.strip() or None) for n, v in zip(names, values, strict=True)}))
     return names, records, rejected
@@ -369,12 +366,9 @@ def _finish(items: list[tuple[int, dict]], source: str, origin: str, rejected: l
         lines[item["item_id"]].append(line)
         first.setdefault(item["item_id"], item)
     duplicates = {k: len(v) for k, v in lines.items() if len(v) > 1}
-    for item_id, count in duplicates.items():
+    for item_id in duplicates:
         kept, *repeats = lines[item_id]
-        for line in repeats:
-            rejected.append(f"{origin} row {line}: item_id {item_id!r} repeats row {kept}, which was kept")
-        log.warning("item_id %r appears %d times in %s (rows %s); kept row %d", item_id, count, origin,
-                    ", ".join(map(str, lines[item_id])), kept)
+        rejected += [f"{origin} row {line}: item_id {item_id!r} repeats row {kept}, which was kept" for line in repeats]
     now = datetime.now(UTC)
     rows = [{**item, "ingest_source": source, "ingested_at": now} for item in first.values()]
     table = pa.Table.from_pylist(rows, schema=catalog_schema())

@@ -34,7 +34,7 @@ def catalog_folder(path: str | Path) -> str:
     text = str(path)
     if uri_scheme(text) not in LOCAL_SCHEMES:
         return text if text.endswith("/") else text.rsplit("/", 1)[0] + "/"
-    folder = local_path(text)
+    folder = local_path(text).resolve()
     return str(folder if folder.is_dir() else folder.parent)
 
 
@@ -46,28 +46,30 @@ class MediaRoots:
         self._folders = [local_path(r).resolve() for r in self.roots or () if uri_scheme(r) in LOCAL_SCHEMES]
         self._prefixes = [_remote(r).rstrip("/") + "/" for r in self.roots or () if uri_scheme(r) not in LOCAL_SCHEMES]
 
-    def refusal(self, uri: str) -> str | None:
-        """Why `uri` may not be read (a sentence naming it), or None when a root allows it."""
+    def refusal(self, uri: str, shown: str | None = None) -> str | None:
+        """Why `uri` may not be read (a sentence naming it, or `shown` in its place), or None when a root
+        allows it."""
         scheme = uri_scheme(uri)
+        label = shown or uri
         if scheme in LOCAL_SCHEMES:
             if self.roots is None:
                 return None
             try:
                 resolved = local_path(uri).resolve()
             except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
-                return f"media_uri {uri} cannot be resolved ({type(exc).__name__})"
+                return f"media_uri {label} cannot be resolved ({type(exc).__name__})"
             if any(resolved.is_relative_to(folder) for folder in self._folders):
                 return None
-            return f"media_uri {uri} is outside the media roots ({self._listed()}); add its folder to media.roots"
+            return f"media_uri {label} is outside the media roots ({self._listed()}); add its folder to media.roots"
         if ".." in unquote(urlparse(uri).path).split("/"):
-            return f"media_uri {uri} has a '..' segment in its path, which is never read"
+            return f"media_uri {label} has a '..' segment in its path, which is never read"
         remote = _remote(uri)
         if any(remote.startswith(p) for p in self._prefixes):
             return None
         if not any(p.startswith(f"{scheme}://") for p in self._prefixes):
-            return (f"media_uri {uri} is a remote {scheme}:// URI and media.roots names no {scheme}:// prefix "
+            return (f"media_uri {label} is a remote {scheme}:// URI and media.roots names no {scheme}:// prefix "
                     "(add one to allow it)")
-        return f"media_uri {uri} is outside the media roots ({self._listed()}); add its prefix to media.roots"
+        return f"media_uri {label} is outside the media roots ({self._listed()}); add its prefix to media.roots"
 
     def _listed(self) -> str:
         return ", ".join(self.roots or ()) or "none"

@@ -477,7 +477,7 @@ def test_recbole_item_file(tmp_path):
         assert set(rows) == {"1", "2"} and rows["1"]["title"] == "Toy Story" and rows["1"]["media_type"] == "text"
         assert json.loads(rows["1"]["metadata"]) == {"release_year": "1995", "class": "Animation Children's Comedy"}
         assert catalog.errors == 0
-        assert catalog.rejected == ["ml.item row 4: 2 fields, but the header names 4",
+        assert catalog.rejected == ["ml.item row 4: the header names 4 fields, it has 2",
                                     "ml.item row 5: item_id '2' repeats row 3, which was kept"]
 
 
