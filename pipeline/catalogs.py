@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.errors import SeerecError
-from pipeline.media_roots import MediaRoots, catalog_folder
+from pipeline.media_roots import MediaRoots
 from pipeline.schema import CATALOG_FIELDS, MEDIA_TYPES, catalog_schema
 
 REQUIRED_MANIFEST_COLUMNS = ("item_id", "media_uri", "media_type")
@@ -65,7 +65,7 @@ def read_catalog(source: str, path: str | Path, limit: int | None = None, roots:
 # ---- generic manifest --------------------------------------------------------------------------------
 def read_manifest(path: Path, limit: int | None = None, roots: Sequence[str] = ()) -> Catalog:
     """Parquet, CSV or JSONL with item_id, media_uri, media_type and optional title/metadata columns."""
-    allowed = MediaRoots(roots or [catalog_folder(path)])
+    allowed = MediaRoots.for_catalog(roots, path)
     records, rejected = _manifest_records(path)
     missing = [c for c in REQUIRED_MANIFEST_COLUMNS if records and c not in records[0][1]]
     if not records:
@@ -177,7 +177,7 @@ def read_microlens(root: Path, limit: int | None = None, roots: Sequence[str] = 
     a partial download is still usable; the ingest summary counts each kind.
     """
     titles = _find_one(root, "*title*.csv")
-    allowed = MediaRoots(roots or [catalog_folder(root)])
+    allowed = MediaRoots.for_catalog(roots, root)
     items = []
     with titles.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         for number, line in enumerate(handle, start=1):
@@ -309,7 +309,7 @@ def read_recbole(path: Path, limit: int | None = None, roots: Sequence[str] = ()
             first_rows.setdefault(record["item_id"], line)
         records = [(line, {"item_id": item_id}) for item_id, line in first_rows.items()]
     title = next((n for n in names if n == "title"), None) or next((n for n in names if n.endswith("title")), None)
-    allowed = MediaRoots(roots or [catalog_folder(file)])
+    allowed = MediaRoots.for_catalog(roots, file)
     items = []
     for line, record in records[:limit] if limit else records:
         if not record.get("item_id"):

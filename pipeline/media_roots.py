@@ -10,7 +10,7 @@ same scheme, so remote reads happen only where a root allows them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -29,7 +29,7 @@ def local_path(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path)) if uri_scheme(uri) == "file" else Path(uri)
 
 
-def catalog_folder(path: str | Path) -> str:
+def _catalog_folder(path: str | Path) -> str:
     """The default root of a catalog: a manifest's own folder, or the dataset folder itself."""
     text = str(path)
     if uri_scheme(text) not in LOCAL_SCHEMES:
@@ -45,6 +45,11 @@ class MediaRoots:
         self.roots = None if roots is None else list(roots)
         self._folders = [local_path(r).resolve() for r in self.roots or () if uri_scheme(r) in LOCAL_SCHEMES]
         self._prefixes = [_remote(r).rstrip("/") + "/" for r in self.roots or () if uri_scheme(r) not in LOCAL_SCHEMES]
+
+    @classmethod
+    def for_catalog(cls, roots: Sequence[str], catalog: str | Path) -> MediaRoots:
+        """The configured roots, or by default the catalog's own folder (a manifest's folder, a dataset folder)."""
+        return cls(roots or [_catalog_folder(catalog)])
 
     def refusal(self, uri: str, shown: str | None = None) -> str | None:
         """Why `uri` may not be read (a sentence naming it, or `shown` in its place), or None when a root
