@@ -300,7 +300,7 @@ def read_recbole(path: Path, limit: int | None = None, roots: Sequence[str] = ()
     A `media_uri` and `media_type` field, if present, are read as in a manifest (text items otherwise).
     """
     file = path if path.is_file() else next(iter(sorted(path.glob("*.item"))), None) or _find_one(path, "*.inter")
-    names, records, rejected = _atomic_records(file)
+    names, records, rejected = read_atomic_file(file)
     if "item_id" not in names:
         raise CatalogError(f"{file.name} has no item_id field (its header names {', '.join(names)})")
     if file.suffix == ".inter":
@@ -321,8 +321,9 @@ def read_recbole(path: Path, limit: int | None = None, roots: Sequence[str] = ()
     return _finish(items, f"recbole:{file.name}", file.name, rejected)
 
 
-def _atomic_records(file: Path) -> tuple[list[str], list[tuple[int, dict]], list[str]]:
-    """Field names (the `name` of each `name:type` header) and the rows of a tab-separated atomic file."""
+def read_atomic_file(file: Path) -> tuple[list[str], list[tuple[int, dict]], list[str]]:
+    """Field names (the `name` of each `name:type` header), the rows as (line, {name: text or None}), and the
+    rows it could not read, of a tab-separated RecBole atomic file (`.item`, `.inter`, ...)."""
     lines = file.read_bytes().decode("utf-8-sig", errors="surrogateescape").splitlines()
     if not lines:
         raise CatalogError(f"{file.name} is empty")
