@@ -234,7 +234,10 @@ def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
     if refusal:
         raise MediaError(refusal)
     if uri_scheme(uri) in _LOCAL_SCHEMES:
-        path = local_path(uri)
+        try:
+            path = local_path(uri).resolve()  # the very file the roots check resolved, not a symlink to re-follow
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise _failure(kind, uri, "cannot be resolved", exc) from None
         if not path.exists():
             raise MediaError(f"{kind} {uri} is missing")
         if not path.is_file():  # a folder, a device such as /dev/zero, a FIFO that would block the reader

@@ -238,6 +238,15 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
         decode_item(str(fifo), "video", MediaConfig())
 
 
+def test_a_symlink_loop_is_an_error_record(tmp_path):
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    with pytest.raises(MediaError, match="loop.mp4 cannot be resolved"):
+        decode_item(str(loop), "video", MediaConfig())
+    with pytest.raises(MediaError, match="loop.mp4 cannot be resolved"):
+        decode_item(str(loop), "video", MediaConfig(roots=[str(tmp_path)]))
+
+
 # ---------------------------------------------------------------------------------------- media roots
 @pytest.fixture
 def rooted(tmp_path, tiny_video) -> tuple[Path, MediaConfig]:
