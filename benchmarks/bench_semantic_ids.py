@@ -36,10 +36,10 @@ LEVELS, CODES = 3, 256
 
 
 def texts(name: str) -> list[str]:
-    from pipeline.catalogs import read_amazon_beauty, read_amazon_scientific
+    from pipeline.catalogs import read_amazon_scientific, read_s3rec
 
     if name == "beauty":
-        rows = read_amazon_beauty(DATA / "amazon-beauty").rows.to_pylist()
+        rows = read_s3rec(DATA / "amazon-beauty").rows.to_pylist()
         return [r["title"] or "" for r in rows]
     rows = read_amazon_scientific(DATA / "amazon-scientific").rows.to_pylist()
     out = []

@@ -49,7 +49,7 @@ def text_model_id(cfg: TextEmbedConfig) -> str:
 
 
 class TemplateError(SeerecError, ValueError):
-    """A text template that names no usable field."""
+    """A text template that cannot be read or names no usable field."""
 
 
 class _Blank(dict):
@@ -89,9 +89,16 @@ def _metadata(raw: str | None) -> dict:
 def template_fields(template: str) -> list[str]:
     """Top-level item columns a template reads (`meta[...]` reads the metadata column)."""
     fields = []
-    for _, name, _, _ in string.Formatter().parse(template):
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # "{title": expected '}' before end of string; "title}": single '}'
+        raise TemplateError(f"template {template!r} cannot be read ({exc}); write fields as {{title}} and a literal "
+                            "brace as {{ or }}") from None
+    for _, name, _, conversion in parsed:
         if name is None:
             continue
+        if conversion not in (None, "r", "s", "a"):
+            raise TemplateError(f"template {template!r} has an unknown conversion !{conversion}; use !r, !s or !a")
         root = name.split("[", 1)[0].split(".", 1)[0]
         if not root:
             raise TemplateError(f"template {template!r} has a positional field; name the column, e.g. {{title}}")

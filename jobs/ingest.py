@@ -18,7 +18,7 @@ def run_ingest(cfg: SeerecConfig) -> StageSummary:
     if not cfg.ingest.path:
         raise CatalogError("ingest.path is not set; pass ingest.path=... (a manifest file or a dataset folder)")
     started = time.perf_counter()
-    catalog = read_catalog(cfg.ingest.source, cfg.ingest.path, cfg.ingest.limit)
+    catalog = read_catalog(cfg.ingest.source, cfg.ingest.path, cfg.ingest.limit, cfg.media.roots)
     store = ItemStore(cfg.store)
     store.create_if_missing()
     result = UpsertResult()

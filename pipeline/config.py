@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SeerecError
 
@@ -72,10 +73,24 @@ class MediaConfig(Section):
     # Decompression-bomb guard for still images (PIL's own default is about 89 megapixels).
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_file_mb: float = Field(4096, gt=0)
+    # Local folders and URI prefixes (s3://bucket/videos/) that media may be read from; anything else is refused
+    # (symlinks and .. resolved first). Empty: ingest allows the catalog's own folder (the manifest's folder, or
+    # the dataset folder) and no remote URI, and the decoders allow local files only. Set it to have the
+    # decoders enforce the same fence on rows that others wrote to the store.
+    roots: list[str] = Field(default_factory=list)
+
+    @field_validator("roots")
+    @classmethod
+    def _roots_are_named(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if not root.strip() or ".." in root.replace("\\", "/").split("/"):
+                raise ValueError(f"each root must name a folder or URI prefix without '..' segments, not {root!r}")
+        return roots
 
 
 class IngestConfig(Section):
-    source: Literal["manifest", "microlens", "amazon-beauty", "amazon-scientific"] = "manifest"
+    # s3rec: one Amazon category in S3-Rec's layout (amazon-beauty is its older name); recbole: .item/.inter files.
+    source: Literal["manifest", "microlens", "s3rec", "amazon-beauty", "amazon-scientific", "recbole"] = "manifest"
     path: str | None = None
     limit: int | None = Field(None, ge=1)
 
@@ -451,18 +466,62 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {override!r} must look like section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    node = data
     parts = key.split(".")
+    value = _override_value(raw, _target_annotation(parts))
+    node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
         node = child
     node[parts[-1]] = value
+
+
+_YAML_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def _override_value(raw: str, annotation: Any) -> Any:
+    """A text setting keeps the characters typed (`{description}` is a template, not a YAML mapping);
+    other settings are read as YAML, so numbers, booleans, lists and null work as they do in a file."""
+    text_kind = _text_kind(annotation)
+    if text_kind == "text":
+        return raw
+    if text_kind == "optional text":
+        return None if raw.strip() in _YAML_NULLS else raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
+def _target_annotation(parts: list[str]) -> Any:
+    """The type of the setting a dotted key names (None when the key is unknown; validation then says so)."""
+    annotation: Any = SeerecConfig
+    for part in parts:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+    return annotation
+
+
+def _text_kind(annotation: Any) -> str | None:
+    """Whether a setting holds text: "text" (str, or a Literal of strings), "optional text" (that or None)."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation is str or (get_origin(annotation) is Literal
+                             and all(isinstance(a, str) for a in get_args(annotation))):
+        return "text"
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1 and len(get_args(annotation)) == 2 and _text_kind(members[0]) == "text":
+            return "optional text"
+    return None
 
 
 def _one_sentence(exc: ValidationError) -> str:

@@ -22,6 +22,10 @@ _CONDITION = re.compile(
     re.IGNORECASE,
 )
 _OPS = ("=", "!=", "<", "<=", ">", ">=", "in", "contains", "is null", "is not null")
+_IN_BRACKETS = {"(": ")", "[": "]"}
+# One value of an `in` list: 'single quoted' (with '' for a quote), "double quoted", or bare up to a comma.
+_IN_VALUE = re.compile(r"""\s*(?:'(?P<single>(?:[^']|'')*)'|"(?P<double>[^"]*)"|(?P<bare>[^,'"][^,]*)?)\s*""")
+_IN_SYNTAX = "write it as: column in (a, b, c), quoting values that hold commas or brackets"
 
 
 class FilterError(SeerecError, ValueError):
@@ -55,11 +59,11 @@ class Condition:
 
 
 def parse_condition(text: str) -> Condition:
-    """Parse `title contains cat`, `media_type = video`, `item_id in a,b,c` or `describe_error is null`."""
+    """Parse `title contains cat`, `media_type = video`, `item_id in (a, b)` or `describe_error is null`."""
     match = _CONDITION.match(text)
     if not match:
         raise FilterError(f"cannot read filter {text!r}; write it as: column op value (op one of =, !=, <, "
-                          "<=, >, >=, in, contains, is null, is not null)")
+                          "<=, >, >=, in, contains, is null, is not null), e.g. media_type in (video, image)")
     op = " ".join(match["op"].lower().split())
     value = match["value"]
     if op in ("is null", "is not null"):
@@ -68,11 +72,34 @@ def parse_condition(text: str) -> Condition:
         return Condition(match["column"], op)
     if not value:
         raise FilterError(f"filter {text!r} has no value after '{op}'")
+    if op == "in":
+        return Condition(match["column"], op, _in_values(value, text))
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
-    if op == "in":
-        return Condition(match["column"], op, [v.strip() for v in value.split(",") if v.strip()])
     return Condition(match["column"], op, value)
+
+
+def _in_values(text: str, condition: str) -> list[str]:
+    """The list after `in` as users write it: `a, b`, `(a, b)` or `[a, b]`, values bare or quoted."""
+    opener = text[0] if text[0] in _IN_BRACKETS else ""
+    if (opener and not text.endswith(_IN_BRACKETS[opener])) or (not opener and text[-1] in ")]"):
+        raise FilterError(f"filter {condition!r}: the list after 'in' has unbalanced brackets; {_IN_SYNTAX}")
+    inner = text[1:-1] if opener else text
+    values, position = [], 0
+    while True:
+        item = _IN_VALUE.match(inner, position)
+        if item["single"] is not None:
+            values.append(item["single"].replace("''", "'"))
+        elif item["double"] is not None:
+            values.append(item["double"])
+        elif item["bare"] and item["bare"].strip():
+            values.append(item["bare"].strip())
+        position = item.end()
+        if position == len(inner):
+            return values
+        if inner[position] != ",":
+            raise FilterError(f"filter {condition!r}: cannot read the list after 'in'; {_IN_SYNTAX}")
+        position += 1
 
 
 def to_sql(conditions: Iterable[Condition | str], schema: pa.Schema) -> str | None:

@@ -10,19 +10,19 @@ the same frame indices (`frame_indices`) and scale with FFmpeg's swscale, so the
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlparse
 
 import av
 import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.config import MediaConfig
+from pipeline.media_roots import LOCAL_SCHEMES, MediaRoots, local_path, uri_scheme
 
 try:
     import decord
@@ -34,8 +34,7 @@ except (ImportError, OSError):  # no decord wheel for aarch64 or macOS, or a bro
 
 MEDIA_TYPES = ("video", "image")
 # URI schemes read straight from the local disk; any other scheme goes through pyarrow.fs.
-_LOCAL_SCHEMES = ("", "file")
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_LOCAL_SCHEMES = LOCAL_SCHEMES
 _MAX_MESSAGE = 300
 _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 
@@ -226,15 +225,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
-    """Check that the object exists, is not empty and not too big; return a local path or its bytes."""
+    """Check that the object lies inside media.roots, exists, is a regular file, is not empty and not too
+    big; return a local path or its bytes. Ingest checks the roots too, but a store row may come from
+    elsewhere, so nothing is opened unchecked."""
     if not isinstance(uri, str) or not uri.strip():
         raise MediaError(f"{kind} item has no media_uri")
-    match = _SCHEME.match(uri)
-    scheme = match.group(1).lower() if match else ""
-    if scheme in _LOCAL_SCHEMES:
-        path = Path(unquote(urlparse(uri).path)) if scheme else Path(uri)
-        if not path.is_file():
+    refusal = _roots(tuple(cfg.roots)).refusal(uri)
+    if refusal:
+        raise MediaError(refusal)
+    if uri_scheme(uri) in _LOCAL_SCHEMES:
+        try:
+            path = local_path(uri).resolve()  # the very file the roots check resolved, not a symlink to re-follow
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise _failure(kind, uri, "cannot be resolved", exc) from None
+        if not path.exists():
             raise MediaError(f"{kind} {uri} is missing")
+        if not path.is_file():  # a folder, a device such as /dev/zero, a FIFO that would block the reader
+            raise MediaError(f"{kind} {uri} is not a regular file")
         _check_size(uri, path.stat().st_size, cfg)
         return str(path)
     try:
@@ -242,8 +249,10 @@ def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
 
         fs, path = pyarrow.fs.FileSystem.from_uri(uri)
         info = fs.get_file_info(path)
-        if info.type != pyarrow.fs.FileType.File:
+        if info.type == pyarrow.fs.FileType.NotFound:
             raise MediaError(f"{kind} {uri} is missing")
+        if info.type != pyarrow.fs.FileType.File:
+            raise MediaError(f"{kind} {uri} is not a regular file")
         _check_size(uri, info.size, cfg)
         with fs.open_input_file(path) as remote:
             return io.BytesIO(remote.read())
@@ -251,6 +260,12 @@ def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
         raise
     except Exception as exc:  # unknown scheme, no credentials, network errors
         raise _failure(kind, uri, "could not be read", exc) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _roots(roots: tuple[str, ...]) -> MediaRoots:
+    """The configured roots, resolved once per decoder process; none configured: local files only."""
+    return MediaRoots(roots or None)
 
 
 def _check_size(uri: str, size: int, cfg: MediaConfig) -> None:

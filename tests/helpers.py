@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real data sits next to the checkout; SEEREC_SHARED_DATA points elsewhere (e.g. from a second worktree).
+SHARED_DATA = Path(os.environ.get("SEEREC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def require_shared(*parts: str) -> Path:

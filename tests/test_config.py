@@ -195,3 +195,35 @@ def test_old_batch_size_key_names_its_replacements(override, new_keys):
     message = _error(overrides=[override])
     assert message.startswith(f"config key '{override.partition('=')[0]}' was replaced by ")
     assert all(f"'{key}'" in message for key in new_keys)
+
+
+@pytest.mark.parametrize("template", ["{description}", "{title} - {description}", "{title}: {meta[brand]}",
+                                      "[{title}]", "'{title}'", "# {title}", "yes", "42"])
+def test_text_override_stays_the_text_typed(template):
+    cfg = load_config(overrides=[f"embed.text.template={template}", f"describe.prompts.title_template={template}"])
+    assert cfg.embed.text.template == template and cfg.describe.prompts.title_template == template
+
+
+def test_text_override_that_looks_like_a_number_stays_text():
+    assert load_config(overrides=["describe.prompts.version=2"]).describe.prompts.version == "2"
+    assert load_config(overrides=["store.storage_options.aws_region=1"]).store.storage_options == {"aws_region": "1"}
+
+
+def test_optional_text_override_accepts_null_and_text():
+    assert load_config(overrides=["embed.image.pretrained=null"]).embed.image.pretrained is None
+    assert load_config(overrides=["train.name="]).train.name is None
+    assert load_config(overrides=["train.name={x}"]).train.name == "{x}"
+
+
+def test_non_text_overrides_are_still_read_as_yaml():
+    cfg = load_config(overrides=["embed.text.items_per_batch=64", "media.fps=2.5", "ray.progress_bars=false",
+                                 "train.features=[text_vec, clip_vec]", "embed.where=[media_type = video]",
+                                 "train.cpu_threads=null", "ray.num_gpus=0"])
+    assert cfg.embed.text.items_per_batch == 64 and cfg.media.fps == 2.5 and cfg.ray.progress_bars is False
+    assert cfg.train.features == ["text_vec", "clip_vec"] and cfg.embed.where == ["media_type = video"]
+    assert cfg.train.cpu_threads is None and cfg.ray.num_gpus == 0
+
+
+def test_unknown_key_with_a_mapping_value_is_still_named():
+    assert _error(overrides=["embed.text.templat={description}"]).startswith(
+        "config key 'embed.text.templat' is not a known setting (did you mean 'template'?)")

@@ -107,9 +107,35 @@ def test_in_lists():
     assert Condition("item_id", "in", "p,q").to_sql(SCHEMA) == "`item_id` IN ('p', 'q')"
 
 
+@pytest.mark.parametrize("text", [
+    "media_type in (video, image)", "media_type in [video, image]", "media_type IN ('video', 'image')",
+    'media_type in ("video","image")', "media_type In [ video , image ]", "media_type in video,image",
+])
+def test_in_accepts_the_lists_users_write(text):
+    assert sql(text) == "`media_type` IN ('video', 'image')"
+
+
+def test_in_quoted_values_keep_commas_brackets_and_quotes():
+    assert sql("title in ('a, b', '(c)', 'it''s', \"d'e\")") == "`title` IN ('a, b', '(c)', 'it''s', 'd''e')"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("media_type in (video, image", "unbalanced brackets"),
+    ("media_type in [video", "unbalanced brackets"),
+    ("media_type in video, image)", "unbalanced brackets"),
+    ("media_type in 'video' image", "cannot read the list"),
+])
+def test_in_refuses_lists_it_cannot_read_with_the_syntax(text, problem):
+    with pytest.raises(FilterError, match=problem) as info:
+        parse_condition(text)
+    assert "column in (a, b, c)" in str(info.value)
+
+
 def test_in_needs_a_value():
     with pytest.raises(FilterError, match="at least one value"):
         sql("item_id in ,")
+    with pytest.raises(FilterError, match="at least one value"):
+        sql("item_id in ()")
     with pytest.raises(FilterError, match="at least one value"):
         Condition("item_id", "in", []).to_sql(SCHEMA)
 
@@ -264,6 +290,9 @@ def test_structured_filters_on_real_table(store):
     assert ids(store, "media_type = video") == ["a", "c", "e", "g"]
     assert ids(store, "media_type = video", "title contains 5") == ["c"]
     assert ids(store, "item_id in a,c,zz") == ["a", "c"]
+    assert ids(store, "media_type in (video, text)") == sorted(TITLES)
+    assert ids(store, "media_type in [video]") == ["a", "c", "e", "g"]
+    assert ids(store, "item_id IN ('a', 'b')") == ["a", "b"]
     assert ids(store, "ingest_error is not null") == ["f"]
     assert len(ids(store, "ingest_error is null")) == len(TITLES) - 1
     assert ids(store, "ingested_at >= 2024-06-06") == ["f", "g"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -12,9 +13,9 @@ from PIL import Image
 from pipeline import media
 from pipeline.config import MediaConfig
 from pipeline.media import DecodedMedia, FrameDecoder, MediaError, decode_batch, decode_item, frame_indices
+from tests.helpers import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MICROLENS = DATA / "microlens-sample" / "videos"
+MICROLENS = SHARED_DATA / "microlens-sample" / "videos"
 REAL_VIDEOS = ["1002", "10034", "10040"]
 BACKENDS = [
     pytest.param("decord", marks=pytest.mark.skipif(media.decord is None, reason="decord is not installed")),
@@ -221,6 +222,89 @@ def test_missing_and_empty_files(tmp_path):
     with pytest.raises(MediaError) as excinfo:
         decode_item(str(empty), "image", MediaConfig())
     assert str(excinfo.value) == f"file {empty} is empty"
+
+
+@pytest.mark.parametrize("uri", ["/dev/zero", "/dev/null", "/tmp"])
+def test_devices_and_folders_are_not_regular_files(uri):
+    with pytest.raises(MediaError) as excinfo:
+        decode_item(uri, "video", MediaConfig())
+    assert str(excinfo.value) == f"video {uri} is not a regular file"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(MediaError, match="is not a regular file"):
+        decode_item(str(fifo), "video", MediaConfig())
+
+
+def test_a_symlink_loop_is_an_error_record(tmp_path):
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    with pytest.raises(MediaError, match="loop.mp4 cannot be resolved"):
+        decode_item(str(loop), "video", MediaConfig())
+    with pytest.raises(MediaError, match="loop.mp4 cannot be resolved"):
+        decode_item(str(loop), "video", MediaConfig(roots=[str(tmp_path)]))
+
+
+# ---------------------------------------------------------------------------------------- media roots
+@pytest.fixture
+def rooted(tmp_path, tiny_video) -> tuple[Path, MediaConfig]:
+    """A media folder holding the tiny video, a symlink out of it, and a config confined to it."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "tiny.mp4").write_bytes(tiny_video.read_bytes())
+    (folder / "out.mp4").symlink_to(tiny_video)
+    return folder, MediaConfig(num_frames=2, max_side=32, roots=[str(folder)])
+
+
+def test_decoder_reads_inside_the_roots(rooted):
+    folder, cfg = rooted
+    assert decode_item(str(folder / "tiny.mp4"), "video", cfg).frames.shape[0] == 2
+    assert decode_item(f"file://{folder}/tiny.mp4", "video", cfg).frames.shape[0] == 2
+
+
+@pytest.mark.parametrize("uri", ["{tiny}", "{folder}/out.mp4", "{folder}/../../../../etc/hostname", "/etc/shadow",
+                                 "file:///etc/hostname"])
+def test_decoder_refuses_local_paths_outside_the_roots(rooted, tiny_video, uri):
+    folder, cfg = rooted
+    uri = uri.format(tiny=tiny_video, folder=folder)
+    with pytest.raises(MediaError) as excinfo:
+        decode_item(uri, "video", cfg)
+    assert str(excinfo.value) == f"media_uri {uri} is outside the media roots ({folder}); add its folder to media.roots"
+
+
+@pytest.mark.parametrize("uri", ["http://169.254.169.254/latest/meta-data/", "s3://bucket/a.mp4",
+                                 "HTTPS://example.com/a.jpg"])
+def test_decoder_refuses_remote_uris_unless_a_root_allows_them(uri):
+    scheme = uri.split(":")[0].lower()
+    with pytest.raises(MediaError, match=f"is a remote {scheme}:// URI and media.roots names no {scheme}:// prefix"):
+        decode_item(uri, "image", MediaConfig())
+
+
+def test_a_remote_root_lets_its_prefix_through_and_nothing_else():
+    cfg = MediaConfig(roots=["nosuchfs://bucket/videos/"])
+    # Past the roots check, the unknown scheme fails in pyarrow.fs: proof that the root let it through.
+    with pytest.raises(MediaError, match="could not be read"):
+        decode_item("nosuchfs://bucket/videos/a.mp4", "video", cfg)
+    for refused in ("nosuchfs://bucket/videos-private/a.mp4", "nosuchfs://bucket/videos/../secret.mp4",
+                    "nosuchfs://bucket/videos/%2e%2e/secret.mp4", "nosuchfs://other/videos/a.mp4"):
+        with pytest.raises(MediaError, match="outside the media roots|'..' segment"):
+            decode_item(refused, "video", cfg)
+
+
+def test_decode_batch_records_a_refused_row(rooted):
+    folder, cfg = rooted
+    batch = {"item_id": np.array(["ok", "bad"]), "media_uri": np.array([str(folder / "tiny.mp4"), "/etc/passwd"]),
+             "media_type": np.array(["video", "image"])}
+    errors = decode_batch(batch, cfg)["media_error"].tolist()
+    assert errors[0] is None and "outside the media roots" in errors[1]
+
+
+@pytest.mark.parametrize("root", ["", "  ", "/data/../etc", "s3://bucket/../x"])
+def test_roots_must_name_a_place_without_climbing(root):
+    with pytest.raises(ValueError, match="without '..' segments"):
+        MediaConfig(roots=[root])
 
 
 def test_file_over_the_size_limit(tiny_video):
