@@ -6,8 +6,8 @@ Everything the shared code does with a model goes through the methods below, nev
 
 What a model declares (class attributes):
 - `item_inputs`: what it needs per item: "ids" (nothing), "features" (store vector columns, `train.features`)
-  or "semantic_ids". `load_item_inputs` reads them from the store; the model keeps them as its `features`
-  buffer, so that a checkpoint is self-contained.
+  or "semantic_ids" (the store column its config names in `semantic_id_column`). `load_item_inputs` reads
+  them from the store; the model keeps them as its `features` buffer, so that a checkpoint is self-contained.
 - `trainable`: False for models fitted by `prepare` alone (no gradient steps).
 
 What the training loop (`recommenders.train`) calls:
@@ -83,12 +83,15 @@ class Recommender(nn.Module, ABC):
     @classmethod
     def load_item_inputs(cls, store, config: Section, columns: Sequence[str],
                          item_ids: Sequence[str]) -> tuple[np.ndarray | None, dict]:
-        """The per-item input matrix this model is built with, read from the item store, and a report.
-
-        The default reads the `columns` vectors for "features" models and nothing for "ids" models;
-        "semantic_ids" models override it to name their column."""
+        """The per-item input matrix this model is built with, read from the item store, and a report:
+        nothing for "ids" models, the `columns` vectors for "features" models, and for "semantic_ids" models
+        the IDs in their config's `semantic_id_column`."""
         if cls.item_inputs == "ids":
             return None, {}
+        if cls.item_inputs == "semantic_ids":
+            from recommenders.generative.semantic_ids import load_semantic_ids
+
+            return load_semantic_ids(store, config.semantic_id_column, item_ids)
         if not columns:
             raise RecommenderError(MISSING_INPUTS["features"].format(name=cls.name))
         from recommenders.features import load_item_features

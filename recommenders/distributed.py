@@ -3,9 +3,10 @@
 Each worker gets a copy of the (untrained) model and the split and runs `recommenders.train.fit` on every
 world-th user, with Ray Train's `prepare_model` as its `wrap`: PyTorch's DistributedDataParallel, which
 starts every worker from rank 0's weights and averages gradients in buckets during backward (Gloo on CPUs,
-NCCL on GPUs, set up by `TorchTrainer`). DDP rather than a hand-written all-reduce of every parameter after
-backward: on the test's synthetic SASRec run (2 CPU workers, batch 16) DDP took {DDP} s an epoch against
-{HAND} s for the hand-written loop, so nothing called for keeping our own.
+NCCL on GPUs, set up by `TorchTrainer`). DDP replaced a hand-written all-reduce of every gradient after
+backward because no measurement asked for keeping it: SASRec on 3,000 synthetic users, 2 CPU workers, 5
+epochs, on a busy 2-core machine, trained in 13.0 s with DDP and 12.9 s with the hand-written loop (the
+same test NDCG@10), and the test's run reaches the same metrics with both.
 
 Buffers are not broadcast (`broadcast_buffers=False`): every worker derives them identically in `prepare`
 from the full training split, and LightGCN's propagated-embedding buffer is too large to send every step.

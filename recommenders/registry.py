@@ -38,6 +38,8 @@ def register(name: str, config: type[Section]):
             raise TypeError(f"model {name} is trainable but does not define batches() and loss()")
         if cls.item_inputs not in KINDS:
             raise TypeError(f"model {name}: item_inputs must be one of {', '.join(KINDS)}")
+        if cls.item_inputs == "semantic_ids" and "semantic_id_column" not in config.model_fields:
+            raise TypeError(f"model {name} reads semantic IDs, so its config needs a semantic_id_column setting")
         known = MODELS.get(name)
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise TypeError(f"model name {name!r} is taken by {known.__module__}.{known.__qualname__}")

@@ -110,14 +110,6 @@ class TIGER(Recommender):
         self._trie: SemanticIdTrie | None = None  # built from the `features` buffer when first needed
         self.decode_stats = {"generated": 0, "invalid": 0}
 
-    @classmethod
-    def load_item_inputs(cls, store, config: TigerConfig, columns: Sequence[str],
-                         item_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
-        """The store's semantic IDs (`config.semantic_id_column`); feature columns are not used."""
-        from recommenders.generative.semantic_ids import load_semantic_ids
-
-        return load_semantic_ids(store, config.semantic_id_column, item_ids)
-
     @property
     def device(self) -> torch.device:  # asked at every decoding step: one lookup, not a walk over all parameters
         return self.emb.weight.device
