@@ -204,6 +204,10 @@ def register_model_section(name: str, section: type[Section]) -> None:
     _MODEL_SECTIONS[name] = section
 
 
+def unregister_model_section(name: str) -> None:
+    _MODEL_SECTIONS.pop(name, None)
+
+
 def model_sections() -> dict[str, type[Section]]:
     """Every registered model's config class, by model name.
 
@@ -280,24 +284,17 @@ class TrainConfig(Section):
     @model_validator(mode="wrap")
     @classmethod
     def _model_sections(cls, data: Any, handler) -> TrainConfig:
-        """Validate every key that is not a loop setting as a model section (errors keep their full key), and
-        hold the sections given plus the configured model's: a dumped config names no other model, so it
-        loads wherever that model is registered."""
-        sections = model_sections()
+        """Validate every key that is not a loop setting as a model section (errors keep their full key); every
+        registered model's section is held, with its defaults where none was given."""
         if isinstance(data, dict):
-            given = [k for k in data if k not in cls.model_fields]
-            validated = _sections_model(tuple(sections.items())).model_validate({k: data[k] for k in given})
-            data = {**{k: v for k, v in data.items() if k in cls.model_fields},
-                    **{k: getattr(validated, k) for k in given}}
-        train = handler(data)
-        if train.model in sections and train.model not in train.model_extra:
-            train.model_extra[train.model] = sections[train.model]()
-        return train
+            sections = _sections_model(tuple(model_sections().items()))
+            given = sections.model_validate({k: v for k, v in data.items() if k not in cls.model_fields})
+            data = {**{k: v for k, v in data.items() if k in cls.model_fields}, **dict(given)}
+        return handler(data)
 
     def section(self, model: str | None = None) -> Section:
-        """The config section of `model` (default: the configured `model`); its defaults where none was given."""
-        model = model or self.model
-        return self.model_extra.get(model) or model_sections()[model]()
+        """The config section of `model` (default: the configured `model`)."""
+        return getattr(self, model or self.model)
 
 
 class CompareConfig(Section):

@@ -7,7 +7,8 @@ Everything the shared code does with a model goes through the methods below, nev
 What a model declares (class attributes):
 - `item_inputs`: what it needs per item: "ids" (nothing), "features" (store vector columns, `train.features`)
   or "semantic_ids" (the store column its config names in `semantic_id_column`). `load_item_inputs` reads
-  them from the store; the model keeps them as its `features` buffer, so that a checkpoint is self-contained.
+  them from the store; the base class keeps them as a buffer (`features`, float32, or `semantic_ids`, int64),
+  so that a checkpoint is self-contained.
 - `trainable`: False for models fitted by `prepare` alone (no gradient steps).
 
 What the training loop (`recommenders.train`) calls:
@@ -68,10 +69,17 @@ class Recommender(nn.Module, ABC):
         if self.item_inputs != "ids" and features is None:
             raise RecommenderError(MISSING_INPUTS[self.item_inputs].format(name=self.name))
         self.n_users, self.n_items, self.config = n_users, n_items, config
-        if features is not None:
-            self.register_buffer("features", torch.as_tensor(features, dtype=torch.float32))
-        else:
-            self.features = None
+        inputs = None if features is None else torch.as_tensor(features)
+        if self.item_inputs == "semantic_ids":
+            if inputs.is_floating_point():
+                raise RecommenderError(f"model {self.name} takes semantic IDs as integer codes, not {inputs.dtype}")
+            self.register_buffer("semantic_ids", inputs.long())
+            inputs = None
+        self.register_buffer("features", None if inputs is None else inputs.float())
+
+    def item_input_buffer(self) -> torch.Tensor | None:
+        """The per-item inputs the model was built with (what a checkpoint must be rebuilt with)."""
+        return self.semantic_ids if self.item_inputs == "semantic_ids" else self.features
 
     @property
     def device(self) -> torch.device:
@@ -150,9 +158,9 @@ class Recommender(nn.Module, ABC):
         """`model.pt` (the state_dict, on the CPU) and `model.json` (name, config, sizes, plus `meta`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        inputs = self.item_input_buffer()
         about = {"model": self.name, "config": self.config.model_dump(mode="json"), "n_users": self.n_users,
-                 "n_items": self.n_items, "features_shape": None if self.features is None else
-                 list(self.features.shape), **meta}
+                 "n_items": self.n_items, "item_inputs_shape": None if inputs is None else list(inputs.shape), **meta}
         (folder / "model.json").write_text(json.dumps(about, indent=2))
         torch.save({k: v.cpu() for k, v in self.state_dict().items()}, folder / "model.pt")
 
@@ -169,8 +177,9 @@ class Recommender(nn.Module, ABC):
             raise RecommenderError(f"{folder} was saved by an older seerec (its model.json has no config); "
                                    "train it again")
         cls = model_class(about["model"])
-        shape = about["features_shape"]
-        placeholder = torch.zeros(shape) if shape else None  # the real values come with the state_dict
+        shape = about["item_inputs_shape"]
+        dtype = torch.long if cls.item_inputs == "semantic_ids" else torch.float32
+        placeholder = torch.zeros(shape, dtype=dtype) if shape else None  # the values come with the state_dict
         model = cls(about["n_users"], about["n_items"], cls.config_class.model_validate(about["config"]),
                     placeholder)
         model.load_state_dict(torch.load(folder / "model.pt", map_location=device, weights_only=True))

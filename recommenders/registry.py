@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pipeline.config import Section, register_model_section
+from pipeline.config import Section, register_model_section, unregister_model_section
 from recommenders.data import RecommenderError
 
 if TYPE_CHECKING:
@@ -49,6 +49,12 @@ def register(name: str, config: type[Section]):
         return cls
 
     return decorate
+
+
+def unregister(name: str) -> None:
+    """Forget model `name` (a model registered for a while, e.g. by a test or a notebook)."""
+    MODELS.pop(name, None)
+    unregister_model_section(name)
 
 
 def _base() -> type[Recommender]:

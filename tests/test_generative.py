@@ -172,7 +172,7 @@ def test_short_training_learns_the_pattern(trained):
 
 def test_an_item_added_after_training_can_be_generated(trained):
     model, split, _ = trained
-    model = TIGER(model.n_users, model.n_items, model.config, model.features.clone()).eval().requires_grad_(False)
+    model = TIGER(model.n_users, model.n_items, model.config, model.semantic_ids.clone()).eval().requires_grad_(False)
     model.load_state_dict(trained[0].state_dict())
     users, histories = torch.as_tensor(split.test.users), split.test.histories
     top = model.beam_search(users, histories, 1)[0][:, 0]
@@ -180,9 +180,9 @@ def test_an_item_added_after_training_can_be_generated(trained):
     users, histories = users[row:row + 1], histories[row:row + 1]
     # A new item with the ID of that target's sibling (same 3 codes, another dedup code) joins the catalog.
     target = int(split.test.targets[row])
-    a, b, c, d = model.features[target].long().tolist()
+    a, b, c, d = model.semantic_ids[target].tolist()
     sibling = [a, b, c, 1 - d]
-    taken = {tuple(r) for r in model.features.long().tolist()}
+    taken = {tuple(r) for r in model.semantic_ids.tolist()}
     if tuple(sibling) in taken:  # the target is itself one of a dedup pair: take a fresh last code instead
         sibling = [a, b, c, 2]
     new = int(model.add_items([sibling])[0])

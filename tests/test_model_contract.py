@@ -19,7 +19,7 @@ from recommenders.base import Recommender, sequence_batches
 from recommenders.data import RecommenderError
 from recommenders.evaluate import pad_histories
 from recommenders.experiment import Entry, prepare_data, run_experiment, run_train
-from recommenders.registry import MODELS, model_choices, model_class, model_table, register
+from recommenders.registry import MODELS, model_choices, model_class, model_table, register, unregister
 from recommenders.runs import load_run
 from tests.test_recommenders import run_config
 
@@ -28,7 +28,6 @@ class NextItemConfig(Section):
     dim: int = Field(16, ge=1)
 
 
-@register("next_item", NextItemConfig)
 class NextItem(Recommender):
     """Scores the next item from the last one alone: a learned item-to-item table."""
 
@@ -58,6 +57,15 @@ class NextItem(Recommender):
 
     def evaluation_report(self) -> dict:
         return {"scored_users": self.scored_users}
+
+
+@pytest.fixture(autouse=True)
+def next_item_registered():
+    """A model file would decorate the class with @register(...); here it is registered for this module's tests
+    only, so that the configs other test modules write name no model their subprocesses and workers lack."""
+    register("next_item", NextItemConfig)(NextItem)
+    yield
+    unregister("next_item")
 
 
 def test_a_model_declared_in_one_class_trains_into_a_run_folder(tmp_path):

@@ -19,8 +19,9 @@ and code 5 at level 1 are different tokens.
   `exact_scores()` scores every catalog item by its log-likelihood, to check the beam against.
 - New items: `add_items(codes)` grows the trie (and the item table) in place, without retraining.
 
-The item IDs travel inside the checkpoint as the base class's `features` buffer (n_items, levels floats,
--1 after an ID's last code), so `load_run` rebuilds a model that decodes the same catalog.
+The item IDs travel inside the checkpoint as the integer buffer `semantic_ids` (n_items, levels; -1 after an
+ID's last code), which the base class keeps for "semantic_ids" models, so `load_run` rebuilds a model that
+decodes the same catalog.
 """
 
 from __future__ import annotations
@@ -84,12 +85,11 @@ class TIGER(Recommender):
     item_inputs = "semantic_ids"
 
     def __init__(self, n_users: int, n_items: int, config: TigerConfig, features: torch.Tensor | None = None):
-        codes = None if features is None else torch.as_tensor(features).long()
-        if codes is not None and config.codebook_size is None:  # saved resolved, so a checkpoint needs no IDs
-            config = config.model_copy(update={"codebook_size": int(codes.max().clamp(min=0)) + 1})
-        super().__init__(n_users, n_items, config, None if codes is None else codes.float())
+        if features is not None and config.codebook_size is None:  # saved resolved: a checkpoint needs no IDs
+            config = config.model_copy(update={"codebook_size": int(torch.as_tensor(features).max().clamp(min=0)) + 1})
+        super().__init__(n_users, n_items, config, features)
         d_model, heads, ff, dropout = config.d_model, config.heads, config.ff, config.dropout
-        levels, max_items, user_buckets = codes.shape[1], config.max_items, config.user_buckets
+        levels, max_items, user_buckets = self.semantic_ids.shape[1], config.max_items, config.user_buckets
         self.levels, self.vocab, self.max_items = levels, config.codebook_size + 1, max_items
         self.user_buckets, self.beam_size = user_buckets, config.beam_size
         self.constrained, self.scoring, self.length_buckets = config.constrained, config.scoring, config.length_buckets
@@ -107,7 +107,7 @@ class TIGER(Recommender):
                                        norm_first=True), config.decoder_layers, norm=nn.LayerNorm(d_model))
         self.head = nn.Parameter(torch.randn(levels, self.vocab, d_model) * d_model ** -0.5)  # one per level
         self.drop = nn.Dropout(dropout)
-        self._trie: SemanticIdTrie | None = None  # built from the `features` buffer when first needed
+        self._trie: SemanticIdTrie | None = None  # built from the `semantic_ids` buffer when first needed
         self.decode_stats = {"generated": 0, "invalid": 0}
 
     @property
@@ -117,30 +117,30 @@ class TIGER(Recommender):
     # ---- the catalog --------------------------------------------------------------------------------
     def item_codes(self) -> torch.Tensor:
         """(n_items, levels) padded codes: each ID, then END; an item without an ID is all END (never decoded)."""
-        codes = self.features.long()
+        codes = self.semantic_ids
         return torch.where(codes >= 0, codes, self.vocab - 1)
 
     def has_id(self) -> torch.Tensor:
-        return self.features[:, 0] >= 0
+        return self.semantic_ids[:, 0] >= 0
 
     @property
     def trie(self) -> SemanticIdTrie:
         if self._trie is None:
-            self._trie = SemanticIdTrie.from_codes(self.features.long().cpu().numpy(), self.vocab, self.levels)
+            self._trie = SemanticIdTrie.from_codes(self.semantic_ids.cpu().numpy(), self.vocab, self.levels)
         return self._trie
 
     def on_weights_loaded(self) -> None:
-        self._trie = None  # the loaded `features` buffer may hold another catalog
+        self._trie = None  # the loaded `semantic_ids` buffer may hold another catalog
 
     def add_items(self, semantic_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Append new items (indexes n_items, n_items+1, ...) and grow the trie; returns their indexes."""
         trie = self.trie
-        rows = torch.full((len(semantic_ids), self.levels), -1.0, device=self.device)
+        rows = torch.full((len(semantic_ids), self.levels), -1, dtype=torch.long, device=self.device)
         for row, semantic_id in enumerate(semantic_ids):
             trie.pad(semantic_id)  # checks length and code range before anything changes
-            rows[row, :len(semantic_id)] = torch.as_tensor([int(c) for c in semantic_id], dtype=torch.float32)
+            rows[row, :len(semantic_id)] = torch.as_tensor([int(c) for c in semantic_id])
         first = self.n_items
-        self.features = torch.cat([self.features, rows])
+        self.semantic_ids = torch.cat([self.semantic_ids, rows])
         self.n_items += len(semantic_ids)
         for row, semantic_id in enumerate(semantic_ids):
             trie.add(first + row, semantic_id)
