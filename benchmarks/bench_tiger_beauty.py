@@ -60,14 +60,13 @@ def main() -> None:
     started = time.perf_counter()
     history = fit(model, split, tcfg)
     seconds = time.perf_counter() - started
-    model.reset_decode_stats()
     test = evaluate(model, split.test).metrics
-    decoding = model.decode_report()
+    decoding = model.evaluation_report()
     result = {
         "dataset": "amazon-beauty", "split": "leave-one-out", "users": data.n_users, "device": device,
         "semantic_ids": {"tokenizer": "rkmeans", "levels": args.levels, "codebook": args.codebook,
                          "dedup": "append", "input": "MiniLM of brand + categories", "seconds": round(id_seconds, 1)},
-        "hparams": model.hparams, "train": loop_settings(args),
+        "hparams": model.config.model_dump(), "train": loop_settings(args),
         "valid": evaluate(model, split.valid).metrics, "test_masked": test,
         "test_unmasked": evaluate(model, split.test, mask_history=False).metrics,
         "published_tiger": PUBLISHED, "decoding": decoding,

@@ -123,14 +123,13 @@ def main() -> None:
     for kind in kinds:
         ids = content_ids if kind == "content" else semantic_ids(vectors[kind], args.levels, args.codebook)[0]
         model, history, seconds = train_tiger(split, ids, args, valid)
-        model.reset_decode_stats()
         payload["ids"][kind] = {
             "ids": id_stats(ids, args.levels), "train_seconds": round(seconds, 1),
             "best_epoch": history[0]["best_epoch"], "epochs_run": history[-1]["epoch"],
             "curve": [(h["epoch"], h["seconds"], round(h["valid_ndcg@10"], 5)) for h in history],
             "test_masked": evaluate(model, test).metrics,
             "test_unmasked": evaluate(model, test, mask_history=False).metrics,
-            "invalid_id_rate": model.decode_report()["invalid_rate"], "load_average": os.getloadavg()}
+            "invalid_id_rate": model.evaluation_report()["invalid_rate"], "load_average": os.getloadavg()}
         print(kind, json.dumps({k: v for k, v in payload["ids"][kind].items() if k != "curve"}), flush=True)
         write_result(args.out, payload)
     print(f"wrote {args.out}")

@@ -13,8 +13,8 @@ import torch
 
 from benchmarks.common import REPO
 from extractors.semantic_ids import make_tokenizer, resolve
-from pipeline.config import TigerConfig
 from recommenders.data import EvalSet, Split, leave_one_out, load_interactions
+from recommenders.generative.tiger import TigerConfig
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
 CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"

@@ -15,6 +15,7 @@ from rich.table import Table
 from pipeline.config import SeerecConfig, load_config
 from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging
+from recommenders.registry import model_choices
 
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -84,8 +85,7 @@ def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: 
 @app.command()
 @user_errors
 def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-          model: Annotated[str | None, typer.Option(help="popularity|content_knn|bpr|lightgcn|sasrec|"
-                                                         "sasrec_content|two_tower|tiger")] = None,
+          model: Annotated[str | None, typer.Option(help=model_choices())] = None,
           data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
                                                         "pairs.csv, Parquet/CSV).")] = None):
     """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""

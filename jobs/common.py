@@ -9,6 +9,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Importing the models registers them, so that configs validate train.<model> also where seerec runs from a
+# source folder that was never pip-installed (and so has no `seerec.models` entry points).
+import recommenders.models  # noqa: F401
 from pipeline.config import ConfigError, SeerecConfig, load_config
 from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging

@@ -98,7 +98,7 @@ def _describe(cfg: SeerecConfig) -> dict:
 
 def _recommenders(cfg: SeerecConfig) -> list[dict]:
     """Train popularity, SASRec, two content models and the generative model; print the comparison."""
-    from recommenders.train import run_compare
+    from recommenders.experiment import run_compare
 
     started = time.perf_counter()
     table, out_dir = run_compare(cfg)

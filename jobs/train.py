@@ -6,7 +6,7 @@
 
 The job trains in its own process (on the GPU when one is present), or with `train.workers=N` on N Ray Train
 workers (recommenders/distributed.py); under `ray job submit` it runs as the job's entrypoint on the
-cluster. See recommenders/train.py for what a run writes.
+cluster. See recommenders/runs.py for what a run writes and recommenders/experiment.py for compare.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 import pandas as pd
 
 from pipeline.config import SeerecConfig
-from recommenders.train import RunResult, run_compare, run_train
+from recommenders.experiment import run_compare, run_train
+from recommenders.runs import RunResult
 
 log = logging.getLogger("seerec.train")
 

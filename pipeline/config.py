@@ -7,12 +7,23 @@ into one sentence that names the offending key (`ConfigError`), which the CLI pr
 from __future__ import annotations
 
 import difflib
+import functools
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import SeerecError
 
@@ -224,94 +235,55 @@ class InteractionsConfig(Section):
         return self
 
 
-class PopularityConfig(Section):
-    pass
+# ---- model sections: each model's config class, registered by the model's own file ---------------------
+MODEL_ENTRY_POINTS = "seerec.models"
+_MODEL_SECTIONS: dict[str, type[Section]] = {}
 
 
-class ContentKNNConfig(Section):
-    pass
+def register_model_section(name: str, section: type[Section]) -> None:
+    """Called by `recommenders.registry.register`: `train.<name>` is validated by `section` from now on."""
+    _MODEL_SECTIONS[name] = section
 
 
-class BPRConfig(Section):
-    dim: int = Field(64, ge=1)
-    # L2 penalty on the embeddings of each batch.
-    reg: float = Field(1e-4, ge=0)
+def unregister_model_section(name: str) -> None:
+    _MODEL_SECTIONS.pop(name, None)
 
 
-class LightGCNConfig(Section):
-    dim: int = Field(64, ge=1)
-    layers: int = Field(3, ge=0, le=8)
-    reg: float = Field(1e-4, ge=0)
+def model_sections() -> dict[str, type[Section]]:
+    """Every registered model's config class, by model name.
+
+    Each model keeps its config class in its own file, and `train.<model>` must be validated by it, but
+    pipeline/ never imports a recommender (imports go one way). So models register their sections here, and
+    the first call imports the modules of the `seerec.models` entry-point group (pyproject.toml names
+    `recommenders.models`), whose models register themselves as they are imported. A model registered by any
+    other import (a plugin package in the same group, a test) is validated the same way."""
+    _discover_models()
+    return dict(_MODEL_SECTIONS)
 
 
-class SASRecConfig(Section):
-    hidden: int = Field(64, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    max_len: int = Field(50, ge=2)
-    # ce: softmax over all items (the strong variant); bce: one sampled negative per position (2018 paper).
-    loss: Literal["ce", "bce"] = "ce"
-    # Batch users of similar history length (shuffled pools), so batches carry less padding (Amazon Beauty,
-    # 2 CPU cores: 27 s an epoch instead of 40); the loss still weighs every position alike. Off: plain batches.
-    length_buckets: bool = True
+@functools.cache
+def _discover_models() -> None:
+    for entry_point in entry_points(group=MODEL_ENTRY_POINTS):
+        entry_point.load()
 
 
-class SASRecContentConfig(SASRecConfig):
-    # Add a learned ID embedding to the projected content vector (off: items are their content only).
-    id_embedding: bool = True
-
-
-class TwoTowerConfig(Section):
-    dim: int = Field(64, ge=8)
-    hidden: int = Field(256, ge=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    # Learned per-item ID embedding added to the content tower (cold items keep a zero ID embedding).
-    id_embedding: bool = False
-    max_len: int = Field(50, ge=1)
-    # inbatch: the batch's other target items are the negatives; sampled: plus uniform training-item negatives.
-    loss: Literal["inbatch", "sampled"] = "sampled"
-    negatives: int = Field(256, ge=1)
-    temperature: float = Field(0.07, gt=0)
-
-
-class TigerConfig(Section):
-    # Store column with the items' semantic IDs (`seerec quantize`); items without one are never recommended.
-    semantic_id_column: str = "semantic_id"
-    # TIGER's size is 4+4 layers, d_model 128, 6 heads of 64; torch's layers need d_model % heads == 0,
-    # so the default is 4 heads of 32.
-    d_model: int = Field(128, ge=8)
-    encoder_layers: int = Field(4, ge=1)
-    decoder_layers: int = Field(4, ge=1)
-    heads: int = Field(4, ge=1)
-    ff: int = Field(1024, ge=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    # The encoder reads the last max_items items of the history, each as its semantic-ID codes.
-    max_items: int = Field(20, ge=1)
-    # Hashed user tokens prepended to the encoder input (0: none, a START token instead).
-    user_buckets: int = Field(2000, ge=0)
-    # Codes per level (None: the largest code in the catalog + 1). Set it to the tokenizer's codebook size
-    # (or more, for dedup levels) when new items may bring codes the training catalog did not use.
-    codebook_size: int | None = Field(None, ge=1)
-    # Beam width of the generated ranking (items outside the beam score -inf), and whether the prefix trie
-    # constrains decoding to catalog items. exact: score every catalog item by its log-likelihood instead.
-    beam_size: int = Field(20, ge=1)
-    constrained: bool = True
-    scoring: Literal["beam", "exact"] = "beam"
-    # Batch training examples of similar history length (shuffled pools), so the encoder runs on less
-    # padding. Off: plain shuffled batches.
-    length_buckets: bool = True
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> TigerConfig:
-        if self.d_model % self.heads:
-            raise ValueError(f"train.tiger.d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
-        return self
+@functools.cache
+def _sections_model(sections: tuple[tuple[str, type[Section]], ...]) -> type[Section]:
+    """A section whose fields are the given model sections (each defaulting to its config's defaults)."""
+    return create_model("ModelSections", __base__=Section,
+                        **{name: (section, Field(default_factory=section)) for name, section in sections})
 
 
 class TrainConfig(Section):
-    model: Literal["popularity", "content_knn", "bpr", "lightgcn", "sasrec", "sasrec_content",
-                   "two_tower", "tiger"] = "sasrec"
+    """Settings of the training loop shared by every model, plus one section per registered model
+    (`train.sasrec`, `train.tiger`, ...: each model's own config class, see `model_sections`)."""
+
+    # Model sections are held as extra attributes (cfg.train.sasrec); `_model_sections` validates them and
+    # rejects any other unknown key, so a typo still fails loudly.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    # A registered model name (`seerec train --help` lists them).
+    model: str = "sasrec"
     # Store vector columns concatenated into the item content vector (content models need at least one).
     features: list[str] = Field(default_factory=list)
     data: InteractionsConfig = Field(default_factory=InteractionsConfig)
@@ -341,14 +313,29 @@ class TrainConfig(Section):
     progress: bool = True
     # Write the trained item embeddings to this store vector column (provenance: the run id).
     export_column: str | None = None
-    popularity: PopularityConfig = Field(default_factory=PopularityConfig)
-    content_knn: ContentKNNConfig = Field(default_factory=ContentKNNConfig)
-    bpr: BPRConfig = Field(default_factory=BPRConfig)
-    lightgcn: LightGCNConfig = Field(default_factory=LightGCNConfig)
-    sasrec: SASRecConfig = Field(default_factory=SASRecConfig)
-    sasrec_content: SASRecContentConfig = Field(default_factory=SASRecContentConfig)
-    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
-    tiger: TigerConfig = Field(default_factory=TigerConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        sections = model_sections()
+        if name not in sections:
+            raise ValueError(f"{name!r} is not a registered model; the models are: {', '.join(sorted(sections))}")
+        return name
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _model_sections(cls, data: Any, handler) -> TrainConfig:
+        """Validate every key that is not a loop setting as a model section (errors keep their full key); every
+        registered model's section is held, with its defaults where none was given."""
+        if isinstance(data, dict):
+            sections = _sections_model(tuple(model_sections().items()))
+            given = sections.model_validate({k: v for k, v in data.items() if k not in cls.model_fields})
+            data = {**{k: v for k, v in data.items() if k in cls.model_fields}, **dict(given)}
+        return handler(data)
+
+    def section(self, model: str | None = None) -> Section:
+        """The config section of `model` (default: the configured `model`)."""
+        return getattr(self, model or self.model)
 
 
 class CompareConfig(Section):
@@ -454,6 +441,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return validate_config(data)
 
 
+def override_config(cfg: SeerecConfig, overrides: list[str] | tuple[str, ...]) -> SeerecConfig:
+    """A copy of `cfg` with dotted overrides applied, validated again as `load_config` validates a file."""
+    data = cfg.model_dump()
+    for override in overrides:
+        _apply_override(data, override)
+    return validate_config(data)
+
+
 def validate_config(data: dict[str, Any]) -> SeerecConfig:
     try:
         return SeerecConfig.model_validate(data)
@@ -546,7 +541,7 @@ def _section(loc: tuple[Any, ...]) -> type[Section] | None:
     model: type[Section] = SeerecConfig
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
+        annotation = field.annotation if field else _known_keys(model).get(str(part))
         if not (isinstance(annotation, type) and issubclass(annotation, Section)):
             return None
         model = annotation
@@ -557,5 +552,11 @@ def _suggestion(loc: tuple[Any, ...]) -> str:
     model = _section(loc)
     if model is None:
         return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    close = difflib.get_close_matches(str(loc[-1]), list(_known_keys(model)), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _known_keys(model: type[BaseModel]) -> dict[str, Any]:
+    """A section's keys and their types: its fields, and for `train` also the registered model sections."""
+    keys = {name: field.annotation for name, field in model.model_fields.items()}
+    return {**keys, **model_sections()} if model is TrainConfig else keys

@@ -106,9 +106,11 @@ def evaluate_scores(score_fn: Callable[[torch.Tensor, list[np.ndarray]], torch.T
 
 def evaluate(model, eval_set: EvalSet, mask_history: bool = True, ks: Sequence[int] = KS,
              batch_size: int = 1024) -> EvalResult:
-    """Evaluate a `Recommender` (in eval mode, on its own device)."""
+    """Evaluate a `Recommender` (in eval mode, on its own device); its `evaluation_report()` then covers this
+    ranking alone."""
     was_training = model.training
     model.eval()
+    model.start_evaluation()
     try:
         return evaluate_scores(model.score, eval_set, mask_history, ks, batch_size, model.device)
     finally:

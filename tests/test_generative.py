@@ -14,10 +14,12 @@ from pipeline.config import validate_config
 from pipeline.schema import KEY, TIMESTAMP, semantic_id_family
 from recommenders.data import RecommenderError, build_interactions, leave_one_out
 from recommenders.evaluate import evaluate
+from recommenders.experiment import run_compare, run_train
 from recommenders.generative.semantic_ids import add_new_items
-from recommenders.generative.tiger import START, TIGER
+from recommenders.generative.tiger import START, TIGER, TigerConfig
 from recommenders.generative.trie import SemanticIdTrie
-from recommenders.train import build_model, fit, load_run, run_compare, run_train
+from recommenders.runs import load_run
+from recommenders.train import build_model, fit
 from tests.test_recommenders import N_ITEMS, N_TOPICS, make_store, run_config
 
 TINY = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "heads": 4, "ff": 64, "dropout": 0.0,
@@ -37,7 +39,7 @@ def dedup_catalog() -> np.ndarray:
 
 def tiny_model(codes: np.ndarray, seed: int = 0, **hparams) -> TIGER:
     torch.manual_seed(seed)
-    return TIGER(4, len(codes), torch.as_tensor(codes), **{**TINY, **hparams}).eval()
+    return TIGER(4, len(codes), TigerConfig(**{**TINY, **hparams}), torch.as_tensor(codes)).eval()
 
 
 HISTORIES = [np.array([0, 7, 12]), np.array([23]), np.array([], dtype=np.int64), np.array([5, 5, 18, 2])]
@@ -75,24 +77,24 @@ def test_every_beam_output_is_a_distinct_catalog_item(beam):
     for row in items:
         assert len(set(row[:n_valid].tolist())) == n_valid
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
-    assert model.decode_report()["invalid_rate"] == 0.0
+    assert model.evaluation_report()["invalid_rate"] == 0.0
 
 
 def test_unconstrained_decoding_measures_invalid_ids():
     model = tiny_model(dedup_catalog())
     model.beam_search(torch.arange(4), HISTORIES, 10, constrained=False)
-    report = model.decode_report()
+    report = model.evaluation_report()
     assert report["generated_ids"] == 40 and report["invalid_ids"] > 0  # 24 of 625 code tuples are items
-    model.reset_decode_stats()
+    model.start_evaluation()
     model.beam_search(torch.arange(4), HISTORIES, 10)
-    assert model.decode_report()["invalid_ids"] == 0
+    assert model.evaluation_report()["invalid_ids"] == 0
 
 
 def torch_decoder_with_weights_of(model: TIGER) -> torch.nn.TransformerDecoder:
     """torch's pre-norm decoder layers holding the weights of TIGER's own decoder, as the reference."""
     d, layers = model.emb.embedding_dim, model.decoder.layers
     ref = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(
-        d, model.hparams["heads"], model.hparams["ff"], 0.0, activation="gelu", batch_first=True, norm_first=True),
+        d, model.config.heads, model.config.ff, 0.0, activation="gelu", batch_first=True, norm_first=True),
         len(layers), norm=torch.nn.LayerNorm(d)).eval()
     with torch.no_grad():
         for mine, theirs in zip(layers, ref.layers, strict=True):
@@ -202,16 +204,14 @@ def trained():
 
 def test_short_training_learns_the_pattern(trained):
     model, split, history = trained
-    model.reset_decode_stats()
-    metrics = evaluate(model, split.test, ks=(1, 10)).metrics
+    metrics = evaluate(model, split.test, ks=(1, 10)).metrics  # evaluate starts a new evaluation report
     assert metrics["recall@1"] >= 0.9, (metrics, history[-1])
-    assert model.decode_report()["invalid_rate"] == 0.0
+    assert model.evaluation_report()["invalid_rate"] == 0.0
 
 
 def test_an_item_added_after_training_can_be_generated(trained):
     model, split, _ = trained
-    model = TIGER(model.n_users, model.n_items, model.semantic_ids.clone(), **model.hparams)\
-        .eval().requires_grad_(False)
+    model = TIGER(model.n_users, model.n_items, model.config, model.semantic_ids.clone()).eval().requires_grad_(False)
     model.load_state_dict(trained[0].state_dict())
     users, histories = torch.as_tensor(split.test.users), split.test.histories
     top = model.beam_search(users, histories, 1)[0][:, 0]
@@ -254,7 +254,8 @@ def test_train_and_compare_read_semantic_ids_from_the_store_and_new_items_join(t
                      tiger={**TINY, "codebook_size": 8})
     result = run_train(cfg)
     metrics = json.loads((tmp_path / "runs" / "tg" / "metrics.json").read_text())
-    assert metrics["decoding"]["invalid_rate"] == 0.0 and metrics["decoding"]["generated_ids"] > 0
+    report = metrics["evaluation_report"]
+    assert report["invalid_rate"] == 0.0 and report["generated_ids"] > 0
     assert metrics["features_report"]["levels"] == 3
     model, _ = load_run(tmp_path / "runs" / "tg")
     assert model.features is None and model.semantic_ids.dtype == torch.int64  # the codes never ride as floats
@@ -273,10 +274,11 @@ def test_train_and_compare_read_semantic_ids_from_the_store_and_new_items_join(t
     cfg.train.epochs = 1
     table, out_dir = run_compare(cfg)
     assert list(table["model"]) == ["popularity", "tiger"] and (out_dir / "compare.md").is_file()
-    # A run folder from before the integer buffer: its model.json names a float feature width for the codes.
+    # A run folder from before models carried their config (and TIGER its integer buffer): one sentence.
     meta = json.loads((tmp_path / "runs" / "tg" / "model.json").read_text())
+    meta.pop("config")
     (tmp_path / "runs" / "tg" / "model.json").write_text(json.dumps({**meta, "feature_dim": 3}))
-    with pytest.raises(RecommenderError, match="must be trained again"):
+    with pytest.raises(RecommenderError, match="train it again"):
         load_run(tmp_path / "runs" / "tg")
 
 

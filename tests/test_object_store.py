@@ -27,7 +27,7 @@ from jobs.synthetic import make_catalog
 from pipeline.config import SeerecConfig, StoreConfig, load_config
 from pipeline.schema import KEY, vector_family
 from pipeline.store import ItemStore
-from recommenders.train import run_train
+from recommenders.experiment import run_train
 from tests.s3_server import s3_server
 from tests.test_store import _run_together, assert_unique, catalog_rows, family_rows, random_vectors
 

@@ -35,8 +35,10 @@ from recommenders.data import (
     temporal,
 )
 from recommenders.evaluate import evaluate
+from recommenders.experiment import prepare_data, run_compare, run_train
 from recommenders.features import load_item_features
-from recommenders.train import build_model, fit, load_run, prepare_data, run_compare, run_train
+from recommenders.runs import load_run
+from recommenders.train import build_model, fit
 
 N_ITEMS, N_TOPICS, DIM = 60, 6, 16
 FAST = {"progress": False, "eval_batch_size": 512, "patience": 3, "cpu_threads": 1}

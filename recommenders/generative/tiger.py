@@ -21,50 +21,82 @@ and code 5 at level 1 are different tokens.
 - New items: `add_items(codes)` grows the trie (and the item table) in place, without retraining.
 
 The item IDs travel inside the checkpoint as the integer buffer `semantic_ids` (n_items, levels; -1 after an
-ID's last code), so `load_run` rebuilds a model that decodes the same catalog. The network is an encoder of
+ID's last code), which the base class keeps for "semantic_ids" models, so `load_run` rebuilds a model that
+decodes the same catalog. The network is an encoder of
 torch's layers and seerec's own decoder (`recommenders.generative.decoder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
+from pipeline.config import Section
 from recommenders.base import Recommender, shuffled_batches
-from recommenders.data import RecommenderError
 from recommenders.evaluate import pad_histories
 from recommenders.generative.decoder import Decoder, Memory
 from recommenders.generative.trie import ROOT, SemanticIdTrie
 from recommenders.layers import KVCache
+from recommenders.registry import register
 
 PAD, START = 0, 1
 
 
-class TIGER(Recommender):
-    name = "tiger"
+class TigerConfig(Section):
+    # Store column with the items' semantic IDs (`seerec quantize`); items without one are never recommended.
+    semantic_id_column: str = "semantic_id"
+    # TIGER's size is 4+4 layers, d_model 128, 6 heads of 64; torch's layers need d_model % heads == 0,
+    # so the default is 4 heads of 32.
+    d_model: int = Field(128, ge=8)
+    encoder_layers: int = Field(4, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ff: int = Field(1024, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # The encoder reads the last max_items items of the history, each as its semantic-ID codes.
+    max_items: int = Field(20, ge=1)
+    # Hashed user tokens prepended to the encoder input (0: none, a START token instead).
+    user_buckets: int = Field(2000, ge=0)
+    # Codes per level (None: the largest code in the catalog + 1). Set it to the tokenizer's codebook size
+    # (or more, for dedup levels) when new items may bring codes the training catalog did not use.
+    codebook_size: int | None = Field(None, ge=1)
+    # Beam width of the generated ranking (items outside the beam score -inf), and whether the prefix trie
+    # constrains decoding to catalog items. exact: score every catalog item by its log-likelihood instead.
+    beam_size: int = Field(20, ge=1)
+    constrained: bool = True
+    scoring: Literal["beam", "exact"] = "beam"
+    # Batch training examples of similar history length (shuffled pools), so the encoder runs on less
+    # padding. Off: plain shuffled batches.
+    length_buckets: bool = True
 
-    def __init__(self, n_users: int, n_items: int, features=None, d_model: int = 128, encoder_layers: int = 4,
-                 decoder_layers: int = 4, heads: int = 4, ff: int = 1024, dropout: float = 0.1, max_items: int = 20,
-                 user_buckets: int = 2000, codebook_size: int | None = None, levels: int | None = None,
-                 beam_size: int = 20, constrained: bool = True, scoring: str = "beam", length_buckets: bool = True,
-                 **hparams):
-        codes = self._codes(n_items, features, levels, codebook_size)
-        levels = levels or codes.shape[1]
-        if codes.shape[1] < levels:
-            codes = F.pad(codes, (0, levels - codes.shape[1]), value=-1)
-        codebook_size = codebook_size or int(codes.max().clamp(min=0)) + 1
-        super().__init__(n_users, n_items, None, d_model=d_model, encoder_layers=encoder_layers,
-                         decoder_layers=decoder_layers, heads=heads, ff=ff, dropout=dropout, max_items=max_items,
-                         user_buckets=user_buckets, codebook_size=codebook_size, levels=levels, beam_size=beam_size,
-                         constrained=constrained, scoring=scoring, length_buckets=length_buckets, **hparams)
-        self.register_buffer("semantic_ids", codes)
-        self.levels, self.vocab, self.max_items = levels, codebook_size + 1, max_items
-        self.user_buckets, self.beam_size = user_buckets, beam_size
-        self.constrained, self.scoring, self.length_buckets = constrained, scoring, length_buckets
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TigerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"train.tiger.d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+@register("tiger", TigerConfig)
+class TIGER(Recommender):
+    """Generates the next item's semantic ID with an encoder-decoder and a trie-constrained beam search."""
+
+    item_inputs = "semantic_ids"
+
+    def __init__(self, n_users: int, n_items: int, config: TigerConfig, features: torch.Tensor | None = None):
+        if features is not None and config.codebook_size is None:  # saved resolved: a checkpoint needs no IDs
+            config = config.model_copy(update={"codebook_size": int(torch.as_tensor(features).max().clamp(min=0)) + 1})
+        super().__init__(n_users, n_items, config, features)
+        d_model, heads, ff, dropout = config.d_model, config.heads, config.ff, config.dropout
+        levels, max_items, user_buckets = self.semantic_ids.shape[1], config.max_items, config.user_buckets
+        self.levels, self.vocab, self.max_items = levels, config.codebook_size + 1, max_items
+        self.user_buckets, self.beam_size = user_buckets, config.beam_size
+        self.constrained, self.scoring, self.length_buckets = config.constrained, config.scoring, config.length_buckets
         self.code_offset = 2
         self.user_offset = 2 + levels * self.vocab
         self.emb = nn.Embedding(self.user_offset + user_buckets, d_model, padding_idx=PAD)
@@ -72,36 +104,13 @@ class TIGER(Recommender):
         self.dec_pos = nn.Embedding(levels, d_model)
         self.encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(d_model, heads, ff, dropout, activation="gelu", batch_first=True,
-                                       norm_first=True), encoder_layers, norm=nn.LayerNorm(d_model),
+                                       norm_first=True), config.encoder_layers, norm=nn.LayerNorm(d_model),
             enable_nested_tensor=False)
-        self.decoder = Decoder(d_model, heads, ff, dropout, decoder_layers)
+        self.decoder = Decoder(d_model, heads, ff, dropout, config.decoder_layers)
         self.head = nn.Parameter(torch.randn(levels, self.vocab, d_model) * d_model ** -0.5)  # one per level
         self.drop = nn.Dropout(dropout)
-        self.stale = True  # the trie must be (re)built from the `semantic_ids` buffer
-        self._trie: SemanticIdTrie | None = None
+        self._trie: SemanticIdTrie | None = None  # built from the `semantic_ids` buffer when first needed
         self.decode_stats = {"generated": 0, "invalid": 0}
-
-    @staticmethod
-    def _codes(n_items: int, features, levels: int | None, codebook_size: int | None) -> torch.Tensor:
-        """The (n_items, L) int64 codes given to the constructor. None when a checkpoint is about to be loaded
-        into the model: its shape then comes from the saved hyperparameters, its values with the weights."""
-        if features is None:
-            if levels is None or codebook_size is None:
-                raise RecommenderError("model tiger needs the items' semantic IDs; run `seerec quantize` and name "
-                                       "the store column in train.tiger.semantic_id_column")
-            return torch.full((n_items, levels), -1, dtype=torch.long)
-        codes = torch.as_tensor(features)
-        if codes.is_floating_point():
-            raise RecommenderError(f"model tiger takes semantic IDs as integer codes, not {codes.dtype} (a run "
-                                   "folder saved before TIGER kept its IDs in an integer buffer must be trained again)")
-        return codes.long()
-
-    @classmethod
-    def load_item_inputs(cls, store, tcfg, item_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
-        """What `recommenders.train.run_train` hands the constructor: the store's semantic IDs."""
-        from recommenders.generative.semantic_ids import load_semantic_ids
-
-        return load_semantic_ids(store, tcfg.tiger.semantic_id_column, item_ids)
 
     @property
     def device(self) -> torch.device:  # asked at every decoding step: one lookup, not a walk over all parameters
@@ -118,15 +127,12 @@ class TIGER(Recommender):
 
     @property
     def trie(self) -> SemanticIdTrie:
-        if self._trie is None or self.stale:
+        if self._trie is None:
             self._trie = SemanticIdTrie.from_codes(self.semantic_ids.cpu().numpy(), self.vocab, self.levels)
-            self.stale = False
         return self._trie
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.stale = True
-        return result
+    def on_weights_loaded(self) -> None:
+        self._trie = None  # the loaded `semantic_ids` buffer may hold another catalog
 
     def add_items(self, semantic_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Append new items (indexes n_items, n_items+1, ...) and grow the trie; returns their indexes."""
@@ -277,12 +283,12 @@ class TIGER(Recommender):
         out[torch.nonzero(keep, as_tuple=True)[0], items[keep]] = scores[keep]
         return out
 
-    def decode_report(self) -> dict:
-        """Generated IDs and the share that named no catalog item, since the last reset."""
+    def start_evaluation(self) -> None:
+        self.decode_stats = {"generated": 0, "invalid": 0}
+
+    def evaluation_report(self) -> dict:
+        """Generated IDs and the share that named no catalog item, since `start_evaluation`."""
         generated, invalid = self.decode_stats["generated"], self.decode_stats["invalid"]
         return {"generated_ids": generated, "invalid_ids": invalid,
                 "invalid_rate": invalid / generated if generated else 0.0, "constrained": self.constrained,
                 "beam_size": self.beam_size, "scoring": self.scoring}
-
-    def reset_decode_stats(self) -> None:
-        self.decode_stats = {"generated": 0, "invalid": 0}

@@ -1,4 +1,8 @@
-"""One recommender per file. `MODELS` maps the `train.model` names to their classes."""
+"""Every model of seerec, one per file; importing this package registers them all (see recommenders.registry).
+
+pyproject.toml names this package in the `seerec.models` entry-point group, so that configs can validate
+`train.<model>` sections without pipeline/ importing a recommender.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ from recommenders.models.popularity import Popularity
 from recommenders.models.sasrec import SASRec
 from recommenders.models.sasrec_content import SASRecContent
 from recommenders.models.two_tower import TwoTower
-
-MODELS = {cls.name: cls for cls in (Popularity, ContentKNN, BPR, LightGCN, SASRec, SASRecContent, TwoTower,
-                                       TIGER)}
+from recommenders.registry import MODELS
 
 __all__ = ["MODELS", "BPR", "ContentKNN", "LightGCN", "Popularity", "SASRec", "SASRecContent", "TwoTower", "TIGER"]

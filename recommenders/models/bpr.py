@@ -8,19 +8,29 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.config import Section
 from recommenders.base import Recommender, pair_batches
+from recommenders.registry import register
 
 
+class BPRConfig(Section):
+    dim: int = Field(64, ge=1)
+    # L2 penalty on the embeddings of each batch.
+    reg: float = Field(1e-4, ge=0)
+
+
+@register("bpr", BPRConfig)
 class BPR(Recommender):
-    name = "bpr"
+    """Matrix factorisation trained to rank each training item above a sampled other item."""
 
-    def __init__(self, n_users: int, n_items: int, features=None, dim: int = 64, reg: float = 1e-4, **hparams):
-        super().__init__(n_users, n_items, None, dim=dim, reg=reg, **hparams)
-        self.reg = reg
-        self.users = nn.Embedding(n_users, dim)
-        self.items = nn.Embedding(n_items, dim)
+    def __init__(self, n_users: int, n_items: int, config: BPRConfig, features=None):
+        super().__init__(n_users, n_items, config)
+        self.reg = config.reg
+        self.users = nn.Embedding(n_users, config.dim)
+        self.items = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.users.weight, std=0.1)
         nn.init.normal_(self.items.weight, std=0.1)
 

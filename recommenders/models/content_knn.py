@@ -12,17 +12,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import Section
 from recommenders.base import Recommender
+from recommenders.registry import register
 
 
+class ContentKNNConfig(Section):
+    pass
+
+
+@register("content_knn", ContentKNNConfig)
 class ContentKNN(Recommender):
-    name = "content_knn"
-    trainable = False
-    needs_features = True
+    """Cosine between the mean content vector of a user's history and each item's; no training."""
 
-    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, **hparams):
-        super().__init__(n_users, n_items, F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1),
-                         **hparams)
+    trainable = False
+    item_inputs = "features"
+
+    def __init__(self, n_users: int, n_items: int, config: ContentKNNConfig, features: torch.Tensor | None = None):
+        if features is not None:
+            features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
+        super().__init__(n_users, n_items, config, features)
 
     def score(self, users: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
         profiles = torch.stack([self.features[torch.as_tensor(h, dtype=torch.long, device=self.device)].mean(0)

@@ -12,21 +12,30 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.config import Section
 from recommenders.base import Recommender, pair_batches
+from recommenders.registry import register
 
 
+class LightGCNConfig(Section):
+    dim: int = Field(64, ge=1)
+    layers: int = Field(3, ge=0, le=8)
+    reg: float = Field(1e-4, ge=0)
+
+
+@register("lightgcn", LightGCNConfig)
 class LightGCN(Recommender):
-    name = "lightgcn"
+    """User and item embeddings smoothed over the interaction graph, trained with BPR."""
 
-    def __init__(self, n_users: int, n_items: int, features=None, dim: int = 64, layers: int = 3,
-                 reg: float = 1e-4, **hparams):
-        super().__init__(n_users, n_items, None, dim=dim, layers=layers, reg=reg, **hparams)
-        self.layers, self.reg = layers, reg
-        self.embedding = nn.Embedding(n_users + n_items, dim)
+    def __init__(self, n_users: int, n_items: int, config: LightGCNConfig, features=None):
+        super().__init__(n_users, n_items, config)
+        self.layers, self.reg = config.layers, config.reg
+        self.embedding = nn.Embedding(n_users + n_items, config.dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
-        self.register_buffer("final", torch.zeros(n_users + n_items, dim))
+        self.register_buffer("final", torch.zeros(n_users + n_items, config.dim))
         self.graph: torch.Tensor | None = None
         self.stale = True  # the parameters changed since `final` was last propagated
 
@@ -71,6 +80,9 @@ class LightGCN(Recommender):
 
     def item_embeddings(self) -> torch.Tensor:
         return self.final[self.n_users:]
+
+    def on_weights_loaded(self) -> None:
+        self.stale = True  # `final` is propagated again from the loaded embeddings before the next score
 
     def _apply(self, fn, *args, **kwargs):
         # Keep the (non-parameter) graph on the module's device when it moves.

@@ -7,15 +7,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pipeline.config import Section
 from recommenders.base import Recommender
+from recommenders.registry import register
 
 
+class PopularityConfig(Section):
+    pass
+
+
+@register("popularity", PopularityConfig)
 class Popularity(Recommender):
-    name = "popularity"
+    """Every user gets the items with the most training interactions."""
+
     trainable = False
 
-    def __init__(self, n_users: int, n_items: int, features=None, **hparams):
-        super().__init__(n_users, n_items, None, **hparams)
+    def __init__(self, n_users: int, n_items: int, config: PopularityConfig, features=None):
+        super().__init__(n_users, n_items, config)
         self.register_buffer("counts", torch.zeros(n_items))
 
     def prepare(self, train: Sequence[np.ndarray]) -> None:

@@ -11,17 +11,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recommenders.models.sasrec import SASRec
+from recommenders.models.sasrec import SASRec, SASRecConfig
+from recommenders.registry import register
 
 
+class SASRecContentConfig(SASRecConfig):
+    # Add a learned ID embedding to the projected content vector (off: items are their content only).
+    id_embedding: bool = True
+
+
+@register("sasrec_content", SASRecContentConfig)
 class SASRecContent(SASRec):
-    name = "sasrec_content"
-    needs_features = True
+    """SASRec whose items are projections of their content vectors (plus an optional ID embedding)."""
 
-    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, id_embedding: bool = True, **hparams):
-        features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
-        super().__init__(n_users, n_items, features, id_embedding=id_embedding, **hparams)
-        if id_embedding:
+    item_inputs = "features"
+
+    def __init__(self, n_users: int, n_items: int, config: SASRecContentConfig,
+                 features: torch.Tensor | None = None):
+        if features is not None:
+            features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
+        super().__init__(n_users, n_items, config, features)
+        if config.id_embedding:
             nn.init.zeros_(self.item_emb.weight)
         else:
             self.item_emb = None

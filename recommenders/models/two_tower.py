@@ -12,34 +12,52 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from pipeline.config import Section
 from recommenders.base import Recommender, sequence_batches
 from recommenders.evaluate import pad_histories
+from recommenders.registry import register
+
+
+class TwoTowerConfig(Section):
+    dim: int = Field(64, ge=8)
+    hidden: int = Field(256, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # Learned per-item ID embedding added to the content tower (cold items keep a zero ID embedding).
+    id_embedding: bool = False
+    max_len: int = Field(50, ge=1)
+    # inbatch: the batch's other target items are the negatives; sampled: plus uniform training-item negatives.
+    loss: Literal["inbatch", "sampled"] = "sampled"
+    negatives: int = Field(256, ge=1)
+    temperature: float = Field(0.07, gt=0)
 
 
 def mlp(inputs: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
 
+@register("two_tower", TwoTowerConfig)
 class TwoTower(Recommender):
-    name = "two_tower"
-    needs_features = True
+    """Item tower over content vectors, user tower over the history; ranks items never trained on."""
 
-    def __init__(self, n_users: int, n_items: int, features: torch.Tensor, dim: int = 64, hidden: int = 256,
-                 dropout: float = 0.1, id_embedding: bool = False, max_len: int = 50, loss: str = "sampled",
-                 negatives: int = 256, temperature: float = 0.07, **hparams):
-        features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
-        super().__init__(n_users, n_items, features, dim=dim, hidden=hidden, dropout=dropout,
-                         id_embedding=id_embedding, max_len=max_len, loss=loss, negatives=negatives,
-                         temperature=temperature, **hparams)
-        self.max_len, self.loss_kind, self.negatives, self.temperature = max_len, loss, negatives, temperature
-        self.item_tower = mlp(features.shape[1], hidden, dim, dropout)
-        self.item_id = nn.Embedding(n_items, dim) if id_embedding else None
+    item_inputs = "features"
+
+    def __init__(self, n_users: int, n_items: int, config: TwoTowerConfig, features: torch.Tensor | None = None):
+        if features is not None:
+            features = F.normalize(torch.as_tensor(features, dtype=torch.float32), dim=1)
+        super().__init__(n_users, n_items, config, features)
+        dim, hidden, dropout = config.dim, config.hidden, config.dropout
+        self.max_len, self.loss_kind = config.max_len, config.loss
+        self.negatives, self.temperature = config.negatives, config.temperature
+        self.item_tower = mlp(self.features.shape[1], hidden, dim, dropout)
+        self.item_id = nn.Embedding(n_items, dim) if config.id_embedding else None
         if self.item_id is not None:
             nn.init.zeros_(self.item_id.weight)
         self.user_tower = mlp(dim, hidden, dim, dropout)
