@@ -123,10 +123,11 @@ def test_an_experiment_runs_entries_with_overrides_into_run_folders(tmp_path):
     assert table["test_ndcg@10"].iloc[2] > table["test_ndcg@10"].iloc[0]  # the trained model beats popularity
 
 
-def test_the_docs_model_table_is_the_registry_s():
-    text = (Path(__file__).parents[1] / "docs" / "recommenders.md").read_text()
-    start = text.index("\n", text.index("<!-- model table")) + 1
-    documented = text[start:text.index("<!-- end of model table -->")].strip()
+@pytest.mark.parametrize("page", ["README.md", "docs/recommenders.md"])
+def test_the_documented_model_table_is_the_registry_s(page):
+    text = (Path(__file__).parents[1] / page).read_text()
+    start = text.index("\n", text.index("<!-- models:begin")) + 1
+    documented = text[start:text.index("<!-- models:end -->")].strip()
     seerec = [name for name in model_choices().split("|") if MODELS[name].__module__.startswith("recommenders.")]
     assert documented == model_table(seerec)  # this module's model is left out: it is not one of seerec's
 
