@@ -9,7 +9,7 @@ import time
 from pipeline.catalogs import CatalogError, read_catalog
 from pipeline.config import SeerecConfig
 from pipeline.runtime import StageSummary
-from pipeline.store import ItemStore, UpsertResult
+from pipeline.store import ItemStore
 
 log = logging.getLogger("seerec.ingest")
 
@@ -21,10 +21,9 @@ def run_ingest(cfg: SeerecConfig) -> StageSummary:
     catalog = read_catalog(cfg.ingest.source, cfg.ingest.path, cfg.ingest.limit, cfg.media.roots)
     store = ItemStore(cfg.store)
     store.create_if_missing()
-    result = UpsertResult()
-    step = cfg.store.write_batch_rows
-    for offset in range(0, catalog.rows.num_rows, step):
-        result += store.upsert(catalog.rows.slice(offset, step))
+    # One commit for the whole catalog (already in memory): each merge scans the table's keys, so commits of
+    # `store.write_batch_rows` rows would read a growing table once per batch. A kill leaves nothing half done.
+    result = store.upsert(catalog.rows)
     store.finalize()
     for line in catalog.rejected:
         log.warning("rejected %s", line)
@@ -35,6 +34,7 @@ def run_ingest(cfg: SeerecConfig) -> StageSummary:
         extra={"inserted": result.inserted, "updated": result.updated, "duplicate_ids": len(catalog.duplicates),
                "rejected_rows": len(catalog.rejected), "store_rows": store.count()},
     )
+    store.tag_version("ingest", catalog.source, seconds=summary.seconds)
     summary.log()
     return summary
 

@@ -92,6 +92,8 @@ def run_quantize(cfg: SeerecConfig, assign_only: bool = False) -> StageSummary:
     summary.model_id = tokenizer.tokenizer_id
     summary.extra["out_dir"] = str(out_dir)
     summary.seconds = time.perf_counter() - started
+    if rows.num_rows:
+        store.tag_version("quantize", tokenizer.tokenizer_id, family.name, summary.seconds)
     summary.log()
     return summary
 
@@ -110,10 +112,8 @@ def _write(store: ItemStore, family: Family, keys: pa.ChunkedArray, ok: np.ndarr
     for row, i in enumerate(np.flatnonzero(ok)):
         values[i] = ids[row].tolist()
     errors = [None if good else "vector holds NaN or infinite values" for good in ok]
-    table = family.rows(keys, values, model_id, errors)
-    step = store.cfg.write_batch_rows
-    for start in range(0, n, step):
-        store.write_family(family, table.slice(start, step))
+    # One commit: each merge scans the table, so batches of write_batch_rows would scan it once per batch.
+    store.write_family(family, family.rows(keys, values, model_id, errors))
 
 
 def main(argv: list[str] | None = None) -> int:

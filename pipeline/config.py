@@ -54,7 +54,8 @@ class StoreConfig(Section):
     # Keys left out are read from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_*, AZURE_*, ...),
     # so secrets need not be in the config file.
     storage_options: dict[str, Annotated[str, BeforeValidator(_option_text)]] = Field(default_factory=dict)
-    # Rows buffered by the driver before one bulk merge_insert commit.
+    # Rows of a stage's results buffered by the driver before one bulk merge_insert commit (ingest commits its
+    # whole catalog at once).
     write_batch_rows: int = Field(2048, ge=1)
     commit_retries: int = Field(8, ge=0)
     # Below this many vectors a flat (exact) search is both faster and exact, so no index is built.

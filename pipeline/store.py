@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
 
 import lancedb
 import numpy as np
@@ -47,32 +50,52 @@ class UpsertResult:
 
 
 class ItemStore:
-    """A handle on the item table. Cheap to create; safe to create in every Ray worker."""
+    """A handle on the item table. Cheap to create; safe to create in every Ray worker.
+
+    Nothing is connected until the store is used, and only `create_if_missing` creates anything: connecting
+    LanceDB to a local folder makes the folder, so reads check that it is there first.
+    """
 
     def __init__(self, cfg: StoreConfig):
         self.cfg = cfg
-        self.db = lancedb.connect(
-            cfg.uri,
-            storage_options=cfg.storage_options or None,
-            # Always read the latest committed version, so that writers in other processes are visible.
-            read_consistency_interval=timedelta(0),
-        )
+        self._db = None
         self._table = None
 
     # ---- table lifecycle -------------------------------------------------------------------------
     @property
+    def db(self) -> lancedb.DBConnection:
+        if self._db is None:
+            self._db = lancedb.connect(
+                self.cfg.uri,
+                storage_options=self.cfg.storage_options or None,
+                # Always read the latest committed version, so that writers in other processes are visible.
+                read_consistency_interval=timedelta(0),
+            )
+        return self._db
+
+    @property
     def table(self):
         if self._table is None:
             if not self.exists():
+                folder = _local_folder(self.cfg.uri)
+                if folder is not None and not folder.is_dir():
+                    raise StoreError(f"there is no item store at {self.cfg.uri}; run `seerec ingest` first "
+                                     "or set store.uri to an existing store")
                 raise StoreError(f"the store at {self.cfg.uri} has no table {self.cfg.table!r}; "
                                  "run `seerec ingest` first")
             self._table = self.db.open_table(self.cfg.table)
         return self._table
 
     def exists(self) -> bool:
+        folder = _local_folder(self.cfg.uri)
+        if folder is not None and not folder.is_dir():
+            return False  # connecting would create the folder
         return self.cfg.table in self.db.list_tables().tables
 
     def create_if_missing(self) -> None:
+        folder = _local_folder(self.cfg.uri)
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise StoreError(f"store.uri {self.cfg.uri} is a file; an item store is a folder")
         if not self.exists():
             self.db.create_table(self.cfg.table, schema=catalog_schema(), exist_ok=True)
             log.info("created item table %s at %s", self.cfg.table, self.cfg.uri)
@@ -246,8 +269,41 @@ class ItemStore:
 
     # ---- versions --------------------------------------------------------------------------------
     def versions(self) -> list[dict]:
-        return [{"version": v["version"], "timestamp": v["timestamp"], "rows": v["metadata"].get("total_rows")}
+        """Every version with its time, rows and the tags (see `tag_version`) that name it."""
+        tags: dict[int, list[str]] = {}
+        for name, tag in sorted(self.table.tags.list().items()):
+            tags.setdefault(tag["version"], []).append(name)
+        return [{"version": v["version"], "timestamp": v["timestamp"], "rows": v["metadata"].get("total_rows"),
+                 "tags": ", ".join(tags.get(v["version"], []))}
                 for v in self.table.list_versions()]
+
+    def tags(self) -> list[dict]:
+        """The tags on the table, oldest first, with what `tag_version` recorded about the stage run."""
+        tags = self.table.to_lance().tags.list()
+        rows = [{"tag": name, "version": tag["version"], **tag["metadata"]} for name, tag in tags.items()]
+        return sorted(rows, key=lambda row: (row["version"], row["tag"]))
+
+    def tag_version(self, stage: str, model_id: str | None = None, column: str | None = None,
+                    seconds: float | None = None) -> str:
+        """Name the version a stage ended at, `<stage>-<column>-<UTC time>`, so that `store restore` need not
+        guess; the tag also records the model and run time. Call it once, after the stage's last commit."""
+        finished = datetime.now(UTC)
+        base = _TAG_UNSAFE.sub("_", "-".join(p for p in (stage, column, finished.strftime("%Y%m%dT%H%M%SZ")) if p))
+        recorded = {"stage": stage, "model": model_id, "column": column,
+                    "finished_at": finished.isoformat(timespec="seconds"),
+                    "seconds": None if seconds is None else f"{seconds:.1f}"}
+        version = self.table.version
+        for attempt in count(1):
+            name = base if attempt == 1 else f"{base}-{attempt}"
+            try:
+                self.table.tags.create(name, version)
+                break
+            except Exception:  # Lance reports a taken name as a plain error: another run ended this second
+                if name not in self.table.tags.list():
+                    raise
+        self.table.to_lance().tags.replace_metadata(name, {k: v for k, v in recorded.items() if v is not None})
+        log.info("tagged version %d as %s", version, name)
+        return name
 
     def restore(self, version: int) -> None:
         """Make an older version the newest one (a new commit; history is kept)."""
@@ -256,6 +312,16 @@ class ItemStore:
             raise StoreError(f"the store has no version {version}; it has {min(known)}..{max(known)}")
         self.table.checkout(version)
         self.table.restore()
+
+
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # Lance allows only these characters in a tag name
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder of a local store; None for an object store, where connecting creates nothing."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
 
 
 def _lost_commit_race(exc: Exception) -> bool:

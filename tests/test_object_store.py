@@ -167,6 +167,7 @@ def test_index_versions_restore_and_cli_with_env_credentials(s3, env_only):
     vectors = random_vectors(300, 8)
     store.write_family(family, family_rows(family, ids, vectors))
     store.finalize(["vec"])
+    tag = store.tag_version("embed", "model-a", column="vec")
     assert {tuple(index.columns) for index in store.table.list_indices()} >= {(KEY,), ("vec",)}
     assert store.search_vector("vec", vectors[7], k=3)[KEY][0].as_py() == "i007"
 
@@ -176,6 +177,7 @@ def test_index_versions_restore_and_cli_with_env_credentials(s3, env_only):
     assert info.exit_code == 0 and "300 items" in info.output, info.output
     listed = runner.invoke(app, ["store", "versions", uri])
     assert listed.exit_code == 0 and str(before_vectors) in listed.output
+    assert ItemStore(cfg).versions()[-1]["tags"] == tag and ItemStore(cfg).tags()[0]["model"] == "model-a"
     restored = runner.invoke(app, ["store", "restore", str(before_vectors), uri])
     assert restored.exit_code == 0, restored.output
     again = ItemStore(cfg)

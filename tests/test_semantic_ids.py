@@ -261,6 +261,8 @@ def test_quantize_job_fit_then_assign_only(make_config, tmp_path, method):
     assert len(set(first.values())) == len(first) == 296
     assert {r["semantic_id_model"] for k, r in got.items() if k in first} == {summary.model_id}
     assert (tmp_path / "tok" / "diagnostics.png").is_file() and (tmp_path / "tok" / "tokenizer.json").is_file()
+    (tag,) = [t for t in store.tags() if t["stage"] == "quantize"]  # the version the job ended at is named
+    assert (tag["model"], tag["column"], tag["version"]) == (summary.model_id, "semantic_id", store.table.version)
     # A seeded refit reproduces the very same tokenizer and IDs.
     assert run_quantize(cfg).model_id == summary.model_id
     assert {r["item_id"]: tuple(r["semantic_id"]) for r in store.scan(["item_id", "semantic_id"]).to_pylist()

@@ -136,6 +136,44 @@ def test_create_if_missing(tmp_path):
     assert ItemStore(StoreConfig(uri=str(tmp_path / "store"))).count() == 1
 
 
+def test_reading_a_missing_store_creates_nothing(tmp_path):
+    missing = tmp_path / "no-store"
+    store = ItemStore(StoreConfig(uri=str(missing)))
+    assert not store.exists()
+    for read in (lambda: store.count(), lambda: store.scan([KEY]), store.versions, lambda: store.get(["a"])):
+        with pytest.raises(StoreError, match=rf"no item store at {missing}; run `seerec ingest` first"):
+            read()
+    assert not missing.exists()
+    store.create_if_missing()  # writing creates it
+    assert missing.is_dir() and store.count() == 0
+
+
+def test_read_only_commands_on_a_missing_store_exit_2_and_create_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    wrong = tmp_path / "wrong"
+    for args in (["store", "info", f"store.uri={wrong}"], ["store", "versions", f"store.uri={wrong}"],
+                 ["search", "--item", "a"]):  # no config: the default ./seerec-store
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "no item store at" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_uri_that_is_a_file(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("not a store")
+    store = ItemStore(StoreConfig(uri=str(path)))
+    assert not store.exists()
+    with pytest.raises(StoreError, match="is a file; an item store is a folder"):
+        store.create_if_missing()
+    assert path.read_text() == "not a store"
+
+
 def test_new_table_has_catalog_schema(store):
     schema = store.schema
     assert schema.names == catalog_schema().names
@@ -449,6 +487,47 @@ def test_versions_and_restore(store):
     assert {v["version"] for v in store.versions()} >= {old, latest, latest + 1}
     store.upsert(catalog_rows(["d"]))  # the restored table is writable
     assert store.count() == 3
+
+
+def test_tag_version_labels_the_version_a_stage_ended_at(store):
+    store.upsert(catalog_rows(["a", "b"]))
+    ingested = store.table.version
+    first = store.tag_version("ingest", "manifest", seconds=1.25)
+    family = vector_family("text_vec", 3)
+    store.write_family(family, family_rows(family, ["a"], [[1, 2, 3]]))
+    second = store.tag_version("embed", "/models/MiniLM L6:v2", column="text_vec")
+    again = store.tag_version("embed", "/models/MiniLM L6:v2", column="text_vec")  # likely the same second
+
+    assert first.startswith("ingest-") and first.endswith("Z")
+    assert second.startswith("embed-text_vec-") and again.startswith("embed-text_vec-") and again != second
+    by_version = {v["version"]: v["tags"] for v in store.versions()}
+    assert by_version[ingested] == first
+    assert set(by_version[store.table.version].split(", ")) == {second, again}
+    assert all(by_version[v] == "" for v in by_version if v not in (ingested, store.table.version))
+    tags = {t["tag"]: t for t in ItemStore(store.cfg).tags()}
+    assert tags[first] | {"finished_at": None} == {"tag": first, "version": ingested, "stage": "ingest",
+                                                   "model": "manifest", "seconds": "1.2", "finished_at": None}
+    assert datetime.fromisoformat(tags[first]["finished_at"]).tzinfo is not None
+    assert (tags[second]["stage"], tags[second]["model"], tags[second]["column"]) == (
+        "embed", "/models/MiniLM L6:v2", "text_vec")
+    store.restore(ingested)  # tags outlive a restore, so the tagged version can still be found
+    assert {t["tag"] for t in store.tags()} == {first, second, again}
+    assert "text_vec" not in store.schema.names
+
+
+def test_ingest_tags_its_version(tmp_path):
+    from jobs.ingest import run_ingest
+    from pipeline.config import validate_config
+
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("item_id,media_uri,media_type,title\na,,text,first\nb,,text,second\n")
+    cfg = validate_config({"store": {"uri": str(tmp_path / "store")},
+                           "ingest": {"source": "manifest", "path": str(manifest)}})
+    run_ingest(cfg)
+    store = ItemStore(cfg.store)
+    (tag,) = store.tags()
+    assert (tag["stage"], tag["model"], tag["version"]) == ("ingest", "manifest:items.csv", store.table.version)
+    assert store.versions()[-1]["tags"] == tag["tag"]
 
 
 def test_restore_unknown_version(store):
