@@ -31,6 +31,9 @@ def run_stages(stages: Sequence[Stage], cfg: SeerecConfig, force: bool = False) 
     schema = store.schema
     columns = [stage.family(stage.section(cfg)).name for stage in stages]
     store.finalize([c for c in columns if c in schema.names and is_vector_field(schema.field(c))])
+    for stage, column, summary in zip(stages, columns, summaries, strict=True):
+        if summary.done or summary.failed:  # a run that wrote nothing ends at no new version
+            store.tag_version(stage.name, summary.model_id, column=column, seconds=summary.seconds)
     return summaries
 
 

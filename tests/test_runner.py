@@ -65,6 +65,9 @@ def test_declared_stage_runs_resumes_and_records_errors(text_store, ray_local):
     store = ItemStore(text_store.store)
     rows = {r["item_id"]: r for r in store.scan().to_pylist()}
     assert store.schema.field("title_len").type.list_size == 2  # the width came from the first batch
+    tag = store.tags()[-1]  # the version the stage ended at is labelled with it
+    assert (tag["stage"], tag["model"], tag["column"], tag["version"]) == ("title-length", "title-length:v1",
+                                                                          "title_len", store.table.version)
     assert rows["d"]["title_len"] == [21.0, 5.0] and rows["b"]["title_len"] == [9.0, 2.0]
     assert rows["a"]["title_len_model"] == "title-length:v1" and rows["a"]["title_len_source"] == "{title}"
     assert rows["c"]["title_len"] is None and rows["c"]["title_len_error"] == "no title to measure"

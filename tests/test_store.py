@@ -151,7 +151,7 @@ def test_reading_a_missing_store_creates_nothing(tmp_path):
 def test_read_only_commands_on_a_missing_store_exit_2_and_create_nothing(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from jobs.cli import app
 
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
