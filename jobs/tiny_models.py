@@ -56,19 +56,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer with Qwen's special tokens, trained on `corpus` (no tokenizer download)."""
+def _train_tokenizer(corpus: list[str], vocab_size: int, special_tokens: list[str] = QWEN_SPECIAL_TOKENS,
+                     named_tokens: dict[str, str] | None = None):
+    """A byte-level BPE tokenizer with Qwen's special tokens, trained on `corpus` (no tokenizer download).
+
+    `named_tokens` become tokenizer attributes (`audio_token`, `audio_token_id`, ...), as processors read them.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(corpus, trainer)
     return Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                              unk_token=None, bos_token=None)
+                              unk_token=None, bos_token=None, extra_special_tokens=named_tokens or {})
 
 
 def make_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
@@ -121,4 +125,116 @@ def make_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 600
         tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    return out
+
+
+# ---- a tiny Qwen2-Audio and a tiny Qwen2.5-Omni ----------------------------------------------------------
+AUDIO_SPECIAL_TOKENS = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+OMNI_SPECIAL_TOKENS = [*AUDIO_SPECIAL_TOKENS, "<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+AUDIO_CORPUS = ["user assistant system audio sound music speech describe the soundtrack mood",
+                "a calm piano melody with soft rain in the background", "a man speaks quickly over loud drums",
+                "children laugh while a dog barks", "upbeat pop music and cheering crowd", "0123456789 .,!?"]
+
+# One user turn of text and media parts; audio, image and video parts each become one placeholder that the
+# processor expands to the right number of tokens (the layout of the published Qwen2-Audio / Omni templates).
+AUDIO_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif part['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif part['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Seconds of audio per model call (Whisper-style encoders take a fixed window; the real ones 30 s).
+TINY_AUDIO_SECONDS = 5
+
+
+def _tiny_text_config(ids: dict[str, int], vocab_size: int, hidden: int, mrope: bool) -> dict:
+    rope = {"rope_type": "default", "rope_theta": 10000.0, **({"mrope_section": [2, 3, 3]} if mrope else {})}
+    return {"vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_parameters": rope, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"], "initializer_range": 0.5}
+
+
+def _tiny_audio_encoder(hidden: int) -> dict:
+    return {"num_mel_bins": 80, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+            "d_model": 32, "max_source_positions": TINY_AUDIO_SECONDS * 50, "initializer_range": 0.5}
+
+
+def _feature_extractor():
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, chunk_length=TINY_AUDIO_SECONDS)
+
+
+def _audio_tokenizer(special: list[str], vocab_size: int, **named: str):
+    """The Qwen tokenizer plus audio (and vision) placeholders, named as the processors look them up."""
+    tokens = [*QWEN_SPECIAL_TOKENS, *special]
+    return _train_tokenizer([*tokens, *AUDIO_CORPUS] * 4, vocab_size, tokens, named)
+
+
+def make_tiny_qwen2_audio(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Write a random-weight Qwen2-Audio checkpoint (config, safetensors, tokenizer, Whisper features, processor)."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _audio_tokenizer(AUDIO_SPECIAL_TOKENS, vocab_size)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in [*QWEN_SPECIAL_TOKENS, *AUDIO_SPECIAL_TOKENS]}
+    config = Qwen2AudioConfig(text_config={"model_type": "qwen2", **_tiny_text_config(ids, len(tokenizer), 64, False)},
+                              audio_config=_tiny_audio_encoder(64), audio_token_index=ids["<|AUDIO|>"])
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    Qwen2AudioProcessor(feature_extractor=_feature_extractor(), tokenizer=tokenizer,
+                        chat_template=AUDIO_CHAT_TEMPLATE).save_pretrained(out)
+    return out
+
+
+def make_tiny_qwen2_5_omni(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
+    """Write a random-weight Qwen2.5-Omni checkpoint in the published layout (a `qwen2_5_omni` config whose
+    `thinker.*` weights read video frames and audio together); it has no talker, since seerec only wants text."""
+    from transformers import (
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniForConditionalGeneration,
+        Qwen2_5OmniProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _audio_tokenizer(OMNI_SPECIAL_TOKENS, vocab_size, audio_token="<|AUDIO|>", image_token="<|IMAGE|>",
+                                 video_token="<|VIDEO|>", audio_bos_token="<|audio_bos|>",
+                                 audio_eos_token="<|audio_eos|>", vision_bos_token="<|vision_bos|>",
+                                 vision_eos_token="<|vision_eos|>")
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in [*QWEN_SPECIAL_TOKENS, *OMNI_SPECIAL_TOKENS]}
+    hidden = 64
+    thinker = {
+        "text_config": _tiny_text_config(ids, len(tokenizer), hidden, True),
+        "audio_config": {**_tiny_audio_encoder(hidden), "n_window": 50, "output_dim": hidden},
+        "vision_config": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                          "out_hidden_size": hidden, "fullatt_block_indexes": [1], "window_size": 56,
+                          "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                          "initializer_range": 0.5},
+        "audio_token_index": ids["<|AUDIO|>"], "image_token_index": ids["<|IMAGE|>"],
+        "video_token_index": ids["<|VIDEO|>"], "audio_start_token_id": ids["<|audio_bos|>"],
+        "audio_end_token_id": ids["<|audio_eos|>"], "vision_start_token_id": ids["<|vision_bos|>"],
+        "vision_end_token_id": ids["<|vision_eos|>"], "user_token_id": tokenizer.convert_tokens_to_ids("user"),
+    }
+    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniForConditionalGeneration(config)
+    model.save_pretrained(out)
+    pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+    Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(size=pixels),
+                         video_processor=Qwen2VLVideoProcessor(size=pixels, cap_pixels_per_frame=True),
+                         feature_extractor=_feature_extractor(), tokenizer=tokenizer,
+                         chat_template=AUDIO_CHAT_TEMPLATE).save_pretrained(out)
     return out
