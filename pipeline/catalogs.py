@@ -125,7 +125,7 @@ def _manifest_item(record: dict, base: Path) -> dict:
     uri = str(record.get("media_uri") or "").strip() or None
     if uri and "://" not in uri and not Path(uri).is_absolute():
         uri = str((base / uri).resolve())
-    if media_type in ("video", "image") and not uri:
+    if media_type in ("video", "image", "audio") and not uri:
         errors.append(f"{media_type} item has no media_uri")
     extra = {k: v for k, v in record.items() if k not in _CATALOG_COLUMNS}
     if record.get("metadata"):

@@ -74,6 +74,20 @@ class MediaConfig(Section):
     max_file_mb: float = Field(4096, gt=0)
 
 
+class AudioConfig(Section):
+    """How items' sound is decoded: resampled to mono float32 at `sample_rate`, at most `max_seconds` of it."""
+
+    # Whisper and Qwen2-Audio take 16 kHz; the CLAP stage asks for its own rate (embed.audio.sample_rate).
+    sample_rate: int = Field(16000, ge=8000, le=192000)
+    # Seconds decoded per item; a longer item is cut to this, so a 3-hour file costs no more than a clip.
+    max_seconds: float = Field(120.0, gt=0)
+    # first: the first max_seconds of a longer item. spread: spread_segments equal pieces that add up to
+    # max_seconds, evenly spaced over the item (each reached by seeking, not by decoding what lies between).
+    spread: Literal["first", "spread"] = "first"
+    spread_segments: int = Field(4, ge=2, le=64)
+    max_file_mb: float = Field(4096, gt=0)
+
+
 class IngestConfig(Section):
     source: Literal["manifest", "microlens", "amazon-beauty", "amazon-scientific"] = "manifest"
     path: str | None = None
@@ -408,6 +422,7 @@ class SeerecConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
