@@ -371,14 +371,40 @@ DEFAULT_IMAGE_PROMPT = (
 )
 
 
-class PromptConfig(Section):
-    video: str = DEFAULT_VIDEO_PROMPT
-    image: str = DEFAULT_IMAGE_PROMPT
+DEFAULT_AUDIO_PROMPT = (
+    "Listen to the sound of this short clip and write one self-contained paragraph that describes it for a "
+    "recommender system. Say what can be heard: any music (genre, instruments, tempo) and its mood and energy, "
+    "sound events and ambience, and what any speech says, in which language and tone. Describe only what you "
+    "hear; do not invent details."
+)
+DEFAULT_OMNI_PROMPT = (
+    "Watch and listen to this short video and write one self-contained paragraph that describes it for a "
+    "recommender system. Say who and what appears on screen and what happens, what can be heard (music and its "
+    "mood, sound events, what any speech says), the mood and tone, the audience it seems made for, and any "
+    "humour or parody. Describe only what the video shows and sounds like; do not invent details."
+)
+
+
+class PromptSettings(Section):
+    """What every prompt set shares; its subclasses add one template per kind of request."""
+
     # Bump when the meaning of a prompt changes without its text changing (e.g. new frame sampling).
     version: str = "1"
     # False is the "content only" setting: the model sees the media and nothing else.
     include_title: bool = True
     title_template: str = 'The uploader titled it "{title}".'
+
+
+class PromptConfig(PromptSettings):
+    video: str = DEFAULT_VIDEO_PROMPT
+    image: str = DEFAULT_IMAGE_PROMPT
+
+
+class AudioPromptConfig(PromptSettings):
+    # Asked with an item's sound alone (describe_audio.modality: audio, and audio-only items under omni).
+    audio: str = DEFAULT_AUDIO_PROMPT
+    # Asked with a video's frames and its sound together (describe_audio.modality: omni).
+    omni: str = DEFAULT_OMNI_PROMPT
 
 
 class GenerationConfig(Section):
@@ -399,23 +425,45 @@ class VllmConfig(Section):
     max_images_per_prompt: int = Field(1, ge=0)
 
 
-class DescribeConfig(MediaStageSection):
+class AudioVllmConfig(VllmConfig):
+    max_audios_per_prompt: int = Field(1, ge=0)
+
+
+class DescribeSettings(MediaStageSection):
+    """What the video and the audio describe stages share: backend, generation and the model actor pool."""
+
     backend: Literal["transformers", "vllm"] = "transformers"
-    # A hub id or a local checkpoint folder.
-    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
-    # How video frames are handed to vLLM: frame arrays (Qwen2/2.5-VL) or (frames, metadata) (Qwen3-VL).
-    model_family: Literal["auto", "qwen2_vl", "qwen3_vl"] = "auto"
-    column: str = "description"
-    prompts: PromptConfig = Field(default_factory=PromptConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    vllm: VllmConfig = Field(default_factory=VllmConfig)
-    # Longest prompt (text plus visual tokens) the transformers backend accepts; longer items fail alone.
+    # Longest prompt (text plus media tokens) the transformers backend accepts; longer items fail alone.
     max_prompt_tokens: int | None = Field(None, ge=16)
     # Items per model call, which the backend generates for in one batch.
     items_per_batch: int = Field(4, ge=1)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     where: list[str] = Field(default_factory=list)
+
+
+class DescribeConfig(DescribeSettings):
+    # A hub id or a local checkpoint folder.
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    # How video frames are handed to vLLM: frame arrays (Qwen2/2.5-VL) or (frames, metadata) (Qwen3-VL).
+    model_family: Literal["auto", "qwen2_vl", "qwen3_vl"] = "auto"
+    column: str = "description"
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+
+class AudioDescribeConfig(DescribeSettings):
+    """`seerec describe-audio`: what an item sounds like, from its sound alone or with its frames."""
+
+    # audio: the sound alone (Qwen2-Audio). omni: a video's frames and sound in one prompt (Qwen2.5-Omni);
+    # audio-only items still get the audio prompt.
+    modality: Literal["audio", "omni"] = "audio"
+    # A hub id or a local checkpoint folder: Qwen/Qwen2-Audio-7B-Instruct, or Qwen/Qwen2.5-Omni-7B (-3B) for omni.
+    model: str = "Qwen/Qwen2-Audio-7B-Instruct"
+    column: str = "audio_description"
+    prompts: AudioPromptConfig = Field(default_factory=AudioPromptConfig)
+    vllm: AudioVllmConfig = Field(default_factory=AudioVllmConfig)
 
 
 class SeerecConfig(Section):
@@ -426,6 +474,7 @@ class SeerecConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
+    describe_audio: AudioDescribeConfig = Field(default_factory=AudioDescribeConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)

@@ -168,6 +168,12 @@ def description_family(column: str = "description") -> Family:
     ))
 
 
+def audio_description_family(column: str = "audio_description") -> Family:
+    """A description of what an item sounds like; an item without sound is recorded as skipped."""
+    text = description_family(column)
+    return Family(text.value, (*text.extras, skipped_field(column)))
+
+
 def semantic_id_family(column: str = "semantic_id") -> Family:
     """An item's semantic ID: a short tuple of small code ints, unique across the catalog."""
     return Family(pa.field(column, pa.list_(pa.int16())))
