@@ -177,6 +177,14 @@ def _audio_tokenizer(special: list[str], vocab_size: int, **named: str):
     return _train_tokenizer([*tokens, *AUDIO_CORPUS] * 4, vocab_size, tokens, named)
 
 
+def _gibberish_never_empty(model, ids: dict[str, int]) -> None:
+    """Random weights may pick end-of-turn or a placeholder first; a few words of text make every run write one."""
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.min_new_tokens = 4
+    model.generation_config.suppress_tokens = [i for token, i in ids.items() if token != "<|im_end|>"]
+
+
 def make_tiny_qwen2_audio(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
     """Write a random-weight Qwen2-Audio checkpoint (config, safetensors, tokenizer, Whisper features, processor)."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
@@ -189,8 +197,7 @@ def make_tiny_qwen2_audio(out_dir: str | Path, seed: int = 0, vocab_size: int = 
                               audio_config=_tiny_audio_encoder(64), audio_token_index=ids["<|AUDIO|>"])
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    _gibberish_never_empty(model, ids)
     model.save_pretrained(out)
     Qwen2AudioProcessor(feature_extractor=_feature_extractor(), tokenizer=tokenizer,
                         chat_template=AUDIO_CHAT_TEMPLATE).save_pretrained(out)
@@ -231,6 +238,7 @@ def make_tiny_qwen2_5_omni(out_dir: str | Path, seed: int = 0, vocab_size: int =
     config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
+    _gibberish_never_empty(model, ids)  # the checkpoint's generation config, which the thinker loads
     model.save_pretrained(out)
     pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
     Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(size=pixels),

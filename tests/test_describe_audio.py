@@ -228,7 +228,8 @@ def test_omni_job_on_real_microlens_videos(make_config, tiny_omni, ray_local):
                                       "where": ["media_type = video"], "generation": {"max_new_tokens": 8}})
     run_ingest(cfg)
     summary = run_describe_audio(cfg)
-    assert (summary.total, summary.done, summary.failed) == (3, 3, 0)
+    errors = [e for e in ItemStore(cfg.store).scan(["audio_description_error"]).column(0).to_pylist() if e]
+    assert (summary.total, summary.done, summary.failed) == (3, 3, 0), errors
     rows = ItemStore(cfg.store).scan(["item_id", "audio_description", "audio_description_prompt_id",
                                       "audio_description_prompt_tokens"], "audio_description IS NOT NULL").to_pylist()
     assert {r["item_id"] for r in rows} == {"1002", "10034", "10040"}
