@@ -75,19 +75,23 @@ def _train_tokenizer(corpus: list[str], vocab_size: int, special_tokens: list[st
                               unk_token=None, bos_token=None, extra_special_tokens=named_tokens or {})
 
 
+def _vision_processors() -> dict:
+    """Qwen2-VL's image and video processors with small pixel budgets, which keep the vision tower cheap on a
+    CPU (a 448-px frame becomes a few patches)."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+    return {"image_processor": Qwen2VLImageProcessor(size=pixels),
+            "video_processor": Qwen2VLVideoProcessor(size=pixels, cap_pixels_per_frame=True)}
+
+
 def make_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
     """Write a random-weight Qwen2-VL checkpoint (config, safetensors, tokenizer, processor) to `out_dir`.
 
     The tokenizer is trained here on a little English so that generated token ids decode to text; the
     model's output is gibberish, but loading, prompting, batching and decoding all run for real.
     """
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,14 +121,7 @@ def make_tiny_qwen2_vl(out_dir: str | Path, seed: int = 0, vocab_size: int = 600
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
-    # Small pixel budgets keep the vision tower cheap on a CPU (a 448-px frame becomes a few patches).
-    pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels),
-        video_processor=Qwen2VLVideoProcessor(size=pixels, cap_pixels_per_frame=True),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(out)
+    Qwen2VLProcessor(**_vision_processors(), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(out)
     return out
 
 
@@ -207,13 +204,7 @@ def make_tiny_qwen2_audio(out_dir: str | Path, seed: int = 0, vocab_size: int = 
 def make_tiny_qwen2_5_omni(out_dir: str | Path, seed: int = 0, vocab_size: int = 600) -> Path:
     """Write a random-weight Qwen2.5-Omni checkpoint in the published layout (a `qwen2_5_omni` config whose
     `thinker.*` weights read video frames and audio together); it has no talker, since seerec only wants text."""
-    from transformers import (
-        Qwen2_5OmniConfig,
-        Qwen2_5OmniForConditionalGeneration,
-        Qwen2_5OmniProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,9 +231,6 @@ def make_tiny_qwen2_5_omni(out_dir: str | Path, seed: int = 0, vocab_size: int =
     model = Qwen2_5OmniForConditionalGeneration(config)
     _gibberish_never_empty(model, ids)  # the checkpoint's generation config, which the thinker loads
     model.save_pretrained(out)
-    pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
-    Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(size=pixels),
-                         video_processor=Qwen2VLVideoProcessor(size=pixels, cap_pixels_per_frame=True),
-                         feature_extractor=_feature_extractor(), tokenizer=tokenizer,
+    Qwen2_5OmniProcessor(**_vision_processors(), feature_extractor=_feature_extractor(), tokenizer=tokenizer,
                          chat_template=AUDIO_CHAT_TEMPLATE).save_pretrained(out)
     return out

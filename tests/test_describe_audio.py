@@ -4,6 +4,9 @@ backend, the sound (and frames) decode pool, and the Ray job on a real store."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,7 @@ from pipeline.audio import NO_AUDIO
 from pipeline.config import AudioConfig, AudioDescribeConfig, AudioPromptConfig, ConfigError, MediaConfig
 from pipeline.store import ItemStore
 from tests.audio_files import ramp_tone, write_audio, write_silent_video
-from tests.helpers import require_shared
+from tests.helpers import require_shared, vllm_gpu_missing
 
 AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 VIDEO_PLACEHOLDER = "<|vision_bos|><|VIDEO|><|vision_eos|>"
@@ -109,17 +112,8 @@ def test_vllm_limits_allow_exactly_the_modalities_sent():
     assert vllm_engine_args(omni)["limit_mm_per_prompt"] == {"audio": 2, "video": 1}
 
 
-def _has_vllm_and_gpu() -> str | None:
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except ImportError:
-        return "vLLM is not installed (it is a CUDA-only optional extra: pip install 'seerec[vllm]')"
-    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(_has_vllm_and_gpu() is not None, reason=str(_has_vllm_and_gpu()))
+@pytest.mark.skipif(vllm_gpu_missing() is not None, reason=str(vllm_gpu_missing()))
 def test_vllm_backend_describes_sound_on_a_gpu():
     """Runs the real vLLM backend; SEEREC_VLLM_AUDIO_MODEL names a local or hub Qwen2-Audio checkpoint."""
     from extractors.describe.backends import VllmBackend
@@ -241,3 +235,19 @@ def test_missing_model_folder_is_one_sentence(make_config, tmp_path):
     cfg = make_config(describe_audio={"model": str(tmp_path / "no-such-model")})
     with pytest.raises(ConfigError, match="is not a folder"):
         run_describe_audio(cfg)
+
+
+# ---- the front doors -------------------------------------------------------------------------------------
+def test_cli_builds_tiny_audio_models_and_refuses_a_missing_model(tmp_path):
+    seerec = str(Path(sys.executable).with_name("seerec"))
+    built = subprocess.run([seerec, "make-test-model", "--kind", "qwen2-audio", str(tmp_path / "m")],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0 and "describe_audio.model=" in built.stdout
+    assert (tmp_path / "m" / "processor_config.json").is_file() and (tmp_path / "m" / "model.safetensors").is_file()
+    wrong = subprocess.run([seerec, "make-test-model", "--kind", "qwen9", str(tmp_path / "x")],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "qwen2-audio" in wrong.stderr
+    for command in ([seerec, "describe-audio"], [sys.executable, "-m", "jobs.describe_audio"]):
+        result = subprocess.run([*command, f"describe_audio.model={tmp_path / 'gone'}", f"store.uri={tmp_path / 's'}"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
