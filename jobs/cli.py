@@ -118,9 +118,20 @@ def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: 
     run_describe(_config(config, overrides, verbose), force=force)
 
 
+@app.command()
+@user_errors
+def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+               force: Annotated[bool, typer.Option(help="Redo items already transcribed by the same model and "
+                                                        "settings.")] = False):
+    """Transcribe the speech of every video and audio item with faster-whisper."""
+    from jobs.transcribe import run_transcribe
+
+    run_transcribe(_config(config, overrides, verbose), force=force)
+
+
 @app.command(context_settings={"ignore_unknown_options": True})
 @user_errors
-def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quantize|train")],
+def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|transcribe|quantize|train")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
                                                      "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
            config: ConfigOption = None,

@@ -158,6 +158,15 @@ def skipped_field(column: str) -> pa.Field:
     return pa.field(f"{column}_{SKIPPED}", pa.string())
 
 
+def transcript_family(column: str = "transcript") -> Family:
+    """Speech as text, with the language the model heard and its probability."""
+    return Family(pa.field(column, pa.string()), (
+        pa.field(f"{column}_language", pa.string()),
+        pa.field(f"{column}_language_probability", pa.float32()),
+        skipped_field(column),
+    ))
+
+
 def description_family(column: str = "description") -> Family:
     """An MLLM description, with the prompt that asked for it, the generation settings and token counts."""
     return Family(pa.field(column, pa.string()), (
