@@ -147,9 +147,25 @@ class ImageEmbedConfig(MediaStageSection):
         "items_per_batch": "items per model call", "frames_per_batch": "frames per image-encoder forward pass"}}
 
 
+class AudioEmbedConfig(MediaStageSection):
+    """CLAP audio embeddings of video and audio items, decoded per the `audio` section at `sample_rate`."""
+
+    enabled: bool = False
+    # A transformers CLAP checkpoint: a Hub id or a local folder.
+    model: str = "laion/clap-htsat-unfused"
+    column: str = "audio_vec"
+    # The rate the checkpoint's feature extractor was trained at (48 kHz for LAION's CLAP).
+    sample_rate: int = Field(48000, ge=8000, le=192000)
+    items_per_batch: int = Field(8, ge=1)
+    # CLAP hears 10-second windows: an item is cut into windows, each embedded, then averaged.
+    windows_per_batch: int = Field(16, ge=1)
+    device: str = "auto"
+
+
 class EmbedConfig(Section):
     text: TextEmbedConfig = Field(default_factory=TextEmbedConfig)
     image: ImageEmbedConfig = Field(default_factory=ImageEmbedConfig)
+    audio: AudioEmbedConfig = Field(default_factory=AudioEmbedConfig)
     # Optional conditions that restrict which items are embedded, e.g. ["media_type = video"].
     where: list[str] = Field(default_factory=list)
 

@@ -143,14 +143,15 @@ class Family:
         return f"{column}_model"
 
 
-def vector_family(column: str, dim: int | None = None) -> Family:
+def vector_family(column: str, dim: int | None = None, skippable: bool = False) -> Family:
     """An embedding column; `<column>_source` records which text template or media it embedded.
 
     Without `dim` the width is left to the first result batch (`Family.batch_rows`), since it is known
-    only once an actor has loaded the encoder.
+    only once an actor has loaded the encoder. `skippable` adds `<column>_skipped` (see `Family.skip_column`).
     """
     value_type = pa.list_(pa.float32()) if dim is None else vector_type(dim)
-    return Family(pa.field(column, value_type), (pa.field(f"{column}_source", pa.string()),))
+    extras = (pa.field(f"{column}_source", pa.string()), *([skipped_field(column)] if skippable else []))
+    return Family(pa.field(column, value_type), extras)
 
 
 def skipped_field(column: str) -> pa.Field:
