@@ -129,9 +129,21 @@ def describe_audio(config: ConfigOption = None, overrides: Overrides = None, ver
     run_describe_audio(_config(config, overrides, verbose), force=force)
 
 
+@app.command()
+@user_errors
+def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+               force: Annotated[bool, typer.Option(help="Redo items already transcribed by the same model and "
+                                                        "settings.")] = False):
+    """Transcribe the speech of every video and audio item with faster-whisper."""
+    from jobs.transcribe import run_transcribe
+
+    run_transcribe(_config(config, overrides, verbose), force=force)
+
+
 @app.command(context_settings={"ignore_unknown_options": True})
 @user_errors
-def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|quantize|train")],
+def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|transcribe|"
+                                                          "quantize|train")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
                                                      "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
            config: ConfigOption = None,
@@ -161,7 +173,8 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|desc
 
 TEST_MODELS = {"qwen2-vl": ("make_tiny_qwen2_vl", "Qwen2-VL", "describe.model"),
                "qwen2-audio": ("make_tiny_qwen2_audio", "Qwen2-Audio", "describe_audio.model"),
-               "qwen2.5-omni": ("make_tiny_qwen2_5_omni", "Qwen2.5-Omni", "describe_audio.model")}
+               "qwen2.5-omni": ("make_tiny_qwen2_5_omni", "Qwen2.5-Omni", "describe_audio.model"),
+               "clap": ("make_tiny_clap", "CLAP", "embed.audio.model")}
 
 
 @app.command("make-test-model")

