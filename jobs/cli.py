@@ -118,9 +118,32 @@ def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: 
     run_describe(_config(config, overrides, verbose), force=force)
 
 
+@app.command("describe-audio")
+@user_errors
+def describe_audio(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+                   force: Annotated[bool, typer.Option(help="Redo items already described by the same model and "
+                                                            "prompt.")] = False):
+    """Write what every video and audio item sounds like with an audio LLM (or frames and sound, omni)."""
+    from jobs.describe_audio import run_describe_audio
+
+    run_describe_audio(_config(config, overrides, verbose), force=force)
+
+
+@app.command()
+@user_errors
+def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+               force: Annotated[bool, typer.Option(help="Redo items already transcribed by the same model and "
+                                                        "settings.")] = False):
+    """Transcribe the speech of every video and audio item with faster-whisper."""
+    from jobs.transcribe import run_transcribe
+
+    run_transcribe(_config(config, overrides, verbose), force=force)
+
+
 @app.command(context_settings={"ignore_unknown_options": True})
 @user_errors
-def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quantize|train")],
+def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|transcribe|"
+                                                          "quantize|train")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
                                                      "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
            config: ConfigOption = None,
@@ -148,15 +171,26 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quan
                                 wait=wait))
 
 
+TEST_MODELS = {"qwen2-vl": ("make_tiny_qwen2_vl", "Qwen2-VL", "describe.model"),
+               "qwen2-audio": ("make_tiny_qwen2_audio", "Qwen2-Audio", "describe_audio.model"),
+               "qwen2.5-omni": ("make_tiny_qwen2_5_omni", "Qwen2.5-Omni", "describe_audio.model"),
+               "clap": ("make_tiny_clap", "CLAP", "embed.audio.model")}
+
+
 @app.command("make-test-model")
 def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
+                    kind: Annotated[str, typer.Option(help=f"Architecture: {'|'.join(TEST_MODELS)}.")] = "qwen2-vl",
                     seed: int = 0):
-    """Build a tiny random-weight Qwen2-VL checkpoint (offline) for tests and the demo; its text is gibberish."""
-    from jobs.tiny_models import make_tiny_qwen2_vl
+    """Build a tiny random-weight checkpoint (offline) for tests and the demo; its text is gibberish."""
+    import jobs.tiny_models
 
+    if kind not in TEST_MODELS:
+        raise typer.BadParameter(f"--kind {kind!r} is not one of {', '.join(TEST_MODELS)}")
+    builder, name, key = TEST_MODELS[kind]
     setup_logging()
-    path = make_tiny_qwen2_vl(out, seed=seed)
-    console.print(f"wrote a tiny random-weight Qwen2-VL to {path}; use it with describe.model={path}")
+    path = getattr(jobs.tiny_models, builder)(out, seed=seed)
+    hint = f"{key}={path}" + (" describe_audio.modality=omni" if kind == "qwen2.5-omni" else "")
+    console.print(f"wrote a tiny random-weight {name} to {path}; use it with {hint}")
 
 
 @app.command()

@@ -55,18 +55,25 @@ NOTES = {
     "media": "`sampling: uniform` takes `num_frames` evenly spaced frames; `sampling: fps` takes `fps` frames per "
              "second, thinned to `max_frames`. Images above `max_image_pixels` are refused as decompression bombs, "
              "files above `max_file_mb` as too large.",
+    "audio": "How the audio stages (`transcribe`, `embed.audio`, audio descriptions) decode sound: mono float32 at "
+             "`sample_rate`, at most `max_seconds` per item. Stages and models: [audio.md](audio.md).",
     "ingest": "`source` picks the reader: a manifest table (Parquet, CSV or JSON lines with `item_id`, "
               "`media_uri`, `media_type` and optional title and metadata columns), a MicroLens folder, or an "
               "Amazon Beauty / Scientific folder; `limit` reads only the first rows.",
     "embed": "`where` restricts both encoders to matching items, e.g. `[\"media_type = video\"]`.",
     "embed.text": "`template` is a format string over item columns and metadata, e.g. "
-                  "`\"{title}. {meta[description]}\"`; `'{description}'` embeds the describe stage's output. "
+                  "`\"{title}. {meta[description]}\"`; `'{description}'` embeds the describe stage's output, "
+                  "`'{title}. {transcript}'` a title with the speech of `seerec transcribe`. "
                   "`model` is any sentence-transformers name or path; the default is the packaged "
                   "all-MiniLM-L6-v2, loaded offline. For better text vectors name a larger model such as "
                   "`BAAI/bge-base-en-v1.5` and give the pool GPUs (`num_gpus: 1`, a larger `encode_batch_size`).",
     "embed.image": "`model` and `pretrained` are an open_clip architecture and pretrained tag (default "
                    "ViT-B-32 with LAION-2B weights, downloaded on first use), a local checkpoint file, "
                    "`local-dir:/path` (open_clip's folder layout), or `pretrained: null` for random weights.",
+    "embed.audio": "CLAP audio embeddings (off by default): `model` is a transformers CLAP checkpoint, "
+                   "`laion/clap-htsat-unfused` or a local folder. See [audio.md](audio.md).",
+    "transcribe": "Speech to text with faster-whisper; models, languages and what an English-only model makes of "
+                  "other languages: [audio.md](audio.md).",
     "describe": "Backends, prompts and GPU sizing: [describe.md](describe.md).",
     "quantize": "Tokenizers, collisions and diagnostics: [semantic-ids.md](semantic-ids.md).",
     "train": "Data, splits, the evaluation protocol and run folders: [training.md](training.md). Each "

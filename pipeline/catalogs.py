@@ -134,7 +134,7 @@ def _manifest_item(record: dict, base: Path, roots: MediaRoots) -> dict:
     refusal = uri and roots.refusal(uri, given if uri == given else f"{given} (resolved: {uri})")
     if refusal:  # the row keeps its id and says why, but no later stage is handed the refused uri
         errors.append(refusal)
-    elif media_type in ("video", "image") and not uri:
+    elif media_type in ("video", "image", "audio") and not uri:
         errors.append(f"{media_type} item has no media_uri")
     extra = {k: v for k, v in record.items() if k not in _CATALOG_COLUMNS}
     if record.get("metadata"):

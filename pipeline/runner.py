@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline.config import SeerecConfig, StageSection
 from pipeline.filters import quote_text, to_sql
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray
-from pipeline.schema import is_vector_field
+from pipeline.schema import Family, is_vector_field
 from pipeline.stage import Stage
 from pipeline.store import ItemStore
 
@@ -43,7 +43,9 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     started = time.perf_counter()
     where = _where(stage, cfg, store)
     settings = {family.extra_column(suffix): values for suffix, values in stage.settings(section).items()}
-    todo = store.pending(family, model_id, stage.reads(section), force, where, settings=settings)
+    not_skipped = None if force else _not_skipped(family, model_id, store)
+    todo = store.pending(family, model_id, stage.reads(section), force,
+                         " AND ".join(f"({c})" for c in filter(None, [where, not_skipped])) or None, settings=settings)
     total = store.count(where)
     summary = StageSummary(stage.name, model_id, total=total, skipped=total - todo.num_rows)
     metrics = [metric() for metric in stage.metrics]
@@ -59,11 +61,20 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
             writer.add(family.batch_rows(batch, stage.output, model_id, **constants))
         writer.close()
         summary.done, summary.failed = writer.done, writer.failed
+        summary.extra.update(writer.skip_reasons)
     summary.seconds = time.perf_counter() - started
     for metric in metrics:
         summary.extra.update(metric.extra(summary.seconds))
     summary.log()
     return summary
+
+
+def _not_skipped(family: Family, model_id: str, store: ItemStore) -> str | None:
+    """Items this model skipped (e.g. no audio stream) stay done: they have no value, but nothing to retry."""
+    skip, model = family.skip_column, family.model_column
+    if skip is None or skip not in store.schema.names:
+        return None
+    return f"`{skip}` IS NULL OR `{model}` IS NULL OR `{model}` != {quote_text(model_id)}"
 
 
 def _where(stage: Stage, cfg: SeerecConfig, store: ItemStore) -> str | None:

@@ -92,6 +92,8 @@ class FamilyWriter:
         self.buffered = 0
         self.result = UpsertResult()
         self.done = self.failed = 0
+        # Items the stage did not apply to, by reason (e.g. {"no audio stream": 3}); neither done nor failed.
+        self.skip_reasons: dict[str, int] = {}
         self.bar = tqdm(total=total, desc=stage, unit="item", disable=not progress or total == 0)
 
     def family(self, rows: pa.Table) -> Family:
@@ -100,9 +102,14 @@ class FamilyWriter:
         return self._family
 
     def add(self, rows: pa.Table) -> None:
-        errors = rows[self.family(rows).error_column]
+        family = self.family(rows)
+        errors = rows[family.error_column]
         self.failed += len(errors) - errors.null_count
         self.done += errors.null_count
+        if family.skip_column:
+            for reason in rows[family.skip_column].drop_null().to_pylist():
+                self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
+                self.done -= 1
         self.buffer.append(rows)
         self.buffered += rows.num_rows
         self.bar.update(rows.num_rows)

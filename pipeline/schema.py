@@ -15,7 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 KEY = "item_id"
-MEDIA_TYPES = ("video", "image", "text")
+# The suffix of the extra that records why a family's stage skipped an item (see `Family.skip_column`).
+SKIPPED = "skipped"
+MEDIA_TYPES = ("video", "image", "audio", "text")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Declaring item_id as Lance's (unenforced) primary key makes merge_insert detect two writers inserting
@@ -65,6 +67,13 @@ class Family:
     def error_column(self) -> str:
         return f"{self.name}_error"
 
+    @property
+    def skip_column(self) -> str | None:
+        """`<value>_skipped`, where the family records items its stage does not apply to (e.g. a silent video
+        for an audio stage): a reason, a null value and no error, which the runner counts as done."""
+        name = f"{self.name}_{SKIPPED}"
+        return name if name in {field.name for field in self.extras} else None
+
     def fields(self) -> list[pa.Field]:
         return [
             self.value,
@@ -102,9 +111,11 @@ class Family:
         family declared without a width takes the width of the batch's vectors.
         """
         errors = error_values(batch["error"])
+        skipped = error_values(batch[SKIPPED]) if SKIPPED in batch else np.full(len(errors), None, dtype=object)
         family = self
         if is_float_list(self.value.type):
-            values = vector_column(np.asarray(batch[value]), np.array([e is None for e in errors], dtype=bool))
+            valid = np.array([e is None and s is None for e, s in zip(errors, skipped, strict=True)], dtype=bool)
+            values = vector_column(np.asarray(batch[value]), valid)
             family = replace(self, value=self.value.with_type(values.type))
         else:
             values = arrow_values(batch[value], self.value.type)
@@ -132,14 +143,29 @@ class Family:
         return f"{column}_model"
 
 
-def vector_family(column: str, dim: int | None = None) -> Family:
+def vector_family(column: str, dim: int | None = None, skippable: bool = False) -> Family:
     """An embedding column; `<column>_source` records which text template or media it embedded.
 
     Without `dim` the width is left to the first result batch (`Family.batch_rows`), since it is known
-    only once an actor has loaded the encoder.
+    only once an actor has loaded the encoder. `skippable` adds `<column>_skipped` (see `Family.skip_column`).
     """
     value_type = pa.list_(pa.float32()) if dim is None else vector_type(dim)
-    return Family(pa.field(column, value_type), (pa.field(f"{column}_source", pa.string()),))
+    extras = (pa.field(f"{column}_source", pa.string()), *([skipped_field(column)] if skippable else []))
+    return Family(pa.field(column, value_type), extras)
+
+
+def skipped_field(column: str) -> pa.Field:
+    """The extra of a family whose stage may find nothing to do for an item (e.g. no audio stream)."""
+    return pa.field(f"{column}_{SKIPPED}", pa.string())
+
+
+def transcript_family(column: str = "transcript") -> Family:
+    """Speech as text, with the language the model heard and its probability."""
+    return Family(pa.field(column, pa.string()), (
+        pa.field(f"{column}_language", pa.string()),
+        pa.field(f"{column}_language_probability", pa.float32()),
+        skipped_field(column),
+    ))
 
 
 def description_family(column: str = "description") -> Family:
@@ -150,6 +176,12 @@ def description_family(column: str = "description") -> Family:
         pa.field(f"{column}_prompt_tokens", pa.int32()),
         pa.field(f"{column}_tokens", pa.int32()),
     ))
+
+
+def audio_description_family(column: str = "audio_description") -> Family:
+    """A description of what an item sounds like; an item without sound is recorded as skipped."""
+    text = description_family(column)
+    return Family(text.value, (*text.extras, skipped_field(column)))
 
 
 def semantic_id_family(column: str = "semantic_id") -> Family:

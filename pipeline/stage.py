@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from pipeline.audio import AudioDecoder
 from pipeline.config import Section, SeerecConfig, StageSection
 from pipeline.media import FrameDecoder
 from pipeline.schema import Family
@@ -39,6 +40,8 @@ class Decoder:
 
 
 FRAMES = Decoder(FrameDecoder, lambda cfg: cfg.media)
+# Sound at the `audio` section's rate (16 kHz, as speech models take it).
+AUDIO = Decoder(AudioDecoder, lambda cfg: cfg.audio)
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,17 @@ class FirstResult:
 
     def extra(self, seconds: float) -> dict[str, Any]:
         return {"first_result_s": self.seconds, "first_result_items": self.items} if self.seconds is not None else {}
+
+
+class AudioSeconds:
+    """Seconds of sound processed in the run, and per wall second (the throughput of audio stages)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def add(self, batch: Mapping[str, np.ndarray], elapsed_s: float) -> None:
+        self.seconds += float(np.sum(batch["audio_seconds"]))
+
+    def extra(self, seconds: float) -> dict[str, Any]:
+        return {"audio_seconds": round(self.seconds, 2),
+                "audio_seconds_per_second": round(self.seconds / seconds, 3) if seconds else 0}

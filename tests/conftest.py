@@ -33,6 +33,13 @@ def tiny_clip(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_clap(tmp_path_factory) -> str:
+    from jobs.tiny_models import make_tiny_clap
+
+    return str(make_tiny_clap(tmp_path_factory.mktemp("tiny-clap")))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> str:
     from jobs.tiny_models import make_tiny_qwen2_vl
 

@@ -144,6 +144,16 @@ _NODE_PORT_FLAGS = ("node-manager-port", "object-manager-port", "dashboard-agent
 _PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", *_NODE_PORT_FLAGS)
 
 
+def vllm_gpu_missing() -> str | None:
+    """Why the vLLM GPU tests cannot run here, or None where vLLM and a CUDA GPU exist."""
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        return "vLLM is not installed (it is a CUDA-only optional extra: pip install 'seerec[vllm]')"
+    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
+
+
 def _free_ports(flags: tuple[str, ...]) -> dict[str, int]:
     """Distinct ports the OS has just handed out (all held open together, so they cannot repeat)."""
     sockets = [socket.socket() for _ in flags]

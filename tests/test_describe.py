@@ -28,7 +28,7 @@ from jobs.ingest import run_ingest
 from jobs.synthetic import make_catalog
 from pipeline.config import DescribeConfig, PromptConfig, load_config
 from pipeline.store import ItemStore
-from tests.helpers import require_shared
+from tests.helpers import require_shared, vllm_gpu_missing
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -111,17 +111,8 @@ def test_vllm_engine_and_sampling_settings_come_from_config():
     assert model_family(cfg) == "qwen3_vl" and model_family(DescribeConfig()) == "qwen2_vl"
 
 
-def _has_vllm_and_gpu() -> str | None:
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except ImportError:
-        return "vLLM is not installed (it is a CUDA-only optional extra: pip install 'seerec[vllm]')"
-    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(_has_vllm_and_gpu() is not None, reason=str(_has_vllm_and_gpu()))
+@pytest.mark.skipif(vllm_gpu_missing() is not None, reason=str(vllm_gpu_missing()))
 def test_vllm_backend_describes_on_a_gpu():
     """Runs the real vLLM backend; set SEEREC_VLLM_MODEL to a local or hub Qwen2/2.5/3-VL checkpoint."""
     from extractors.describe.backends import VllmBackend

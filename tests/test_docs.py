@@ -63,8 +63,8 @@ def test_descriptions_come_from_fields_docstrings_or_the_comment_above():
 
 def test_every_config_section_is_in_the_page():
     page = PAGE.read_text()
-    for section in ("store", "ray", "media", "ingest", "embed", "embed.text", "embed.image", "describe",
-                    "quantize", "train", "train.data", "compare"):
+    for section in ("store", "ray", "media", "audio", "ingest", "embed", "embed.text", "embed.image", "embed.audio",
+                    "describe", "transcribe", "quantize", "train", "train.data", "compare"):
         assert f"## `{section}`" in page
 
 

@@ -1,0 +1,71 @@
+"""Describe what video and audio items sound like with an audio LLM (`seerec describe-audio`,
+`python -m jobs.describe_audio`).
+
+Ray Data: the items still to do → the sound decoding pool (frames too, for an omni model) → an actor pool
+holding the model (transformers or vLLM) → descriptions stream to the driver, which merges them into the
+`audio_description` family in bulk. A video without sound is recorded as skipped (`no audio stream`) and
+not retried; items already described by the same model with the same prompt are skipped too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from extractors.describe.describer import AudioDescriber
+from extractors.describe.prompts import PromptSet
+from extractors.describe.sound import AudioVisualDecoder, AudioVisualInput
+from jobs.describe import TokenCount
+from pipeline.audio import AUDIO_MEDIA_TYPES
+from pipeline.config import ConfigError, SeerecConfig
+from pipeline.runner import run_stage
+from pipeline.runtime import StageSummary
+from pipeline.schema import audio_description_family
+from pipeline.stage import Decoder, FirstResult, Stage
+
+
+def decoder_input(cfg: SeerecConfig) -> AudioVisualInput:
+    omni = cfg.describe_audio.modality == "omni"
+    return AudioVisualInput(audio=cfg.audio, media=cfg.media if omni else None)
+
+
+def audio_generation_params(cfg: SeerecConfig) -> str:
+    """The settings behind a description besides model and prompt, written as `<column>_params`."""
+    d = cfg.describe_audio
+    media = {"media": cfg.media.model_dump()} if d.modality == "omni" else {}
+    return json.dumps({"backend": d.backend, "modality": d.modality, **d.generation.model_dump(),
+                       "audio": cfg.audio.model_dump(), **media}, sort_keys=True)
+
+
+DESCRIBE_AUDIO = Stage(
+    name="describe-audio", section=lambda cfg: cfg.describe_audio, model=AudioDescriber, output="description",
+    model_id=lambda d: d.model, family=lambda d: audio_description_family(d.column),
+    reads=lambda d: ["media_uri", "media_type", "title"], where=lambda cfg: cfg.describe_audio.where,
+    media_types=AUDIO_MEDIA_TYPES, decoder=Decoder(AudioVisualDecoder, decoder_input),
+    settings=lambda d: {"prompt_id": PromptSet(d.prompts).ids()},
+    constants=lambda cfg, d: {"params": audio_generation_params(cfg)}, metrics=(FirstResult, TokenCount),
+)
+
+
+def check_model(model: str) -> None:
+    """A local checkpoint folder that is not there fails here in one sentence, not in every actor."""
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
+        raise ConfigError(f"describe_audio.model {model!r} is not a folder (a local checkpoint must exist; "
+                          "a hub id looks like Qwen/Qwen2-Audio-7B-Instruct)")
+
+
+def run_describe_audio(cfg: SeerecConfig, force: bool = False) -> StageSummary:
+    check_model(cfg.describe_audio.model)
+    return run_stage(DESCRIBE_AUDIO, cfg, force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.common import job_main
+
+    return job_main(run_describe_audio, "Describe what video and audio items sound like with an audio LLM.", argv,
+                    {"force": "re-describe items already described by the same model and prompt"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

