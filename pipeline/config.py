@@ -240,10 +240,10 @@ class QuantizeConfig(Section):
 
 
 class InteractionsConfig(Section):
-    # A Beauty.txt-style file (s3rec), a *.inter.json, a MicroLens pairs.csv, or a Parquet/CSV table with
-    # user_id,item_id,timestamp columns; "auto" decides from the file name.
+    # A Beauty.txt-style file (s3rec), a *.inter.json, a MicroLens pairs.csv, a RecBole .inter file, or a
+    # Parquet/CSV table with user_id,item_id,timestamp columns; "auto" decides from the file name.
     path: str | None = None
-    format: Literal["auto", "s3rec", "inter-json", "pairs-csv", "table"] = "auto"
+    format: Literal["auto", "s3rec", "inter-json", "pairs-csv", "recbole", "table"] = "auto"
     # Users with fewer interactions cannot give a training, a validation and a test item.
     min_user_interactions: int = Field(3, ge=1)
     # error: stop with one sentence naming the count; drop: drop those users and log how many.

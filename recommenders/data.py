@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.catalogs import CatalogError, read_atomic_file
 from pipeline.errors import SeerecError
 
 log = logging.getLogger("seerec.recommenders")
@@ -34,7 +35,7 @@ class RecommenderError(SeerecError, ValueError):
     """Bad recommender input (data, features, checkpoint) the user must fix; shown as one sentence."""
 
 
-FORMATS = ("s3rec", "inter-json", "pairs-csv", "table")
+FORMATS = ("s3rec", "inter-json", "pairs-csv", "recbole", "table")
 
 
 # ---- loaders ---------------------------------------------------------------------------------------------
@@ -85,6 +86,29 @@ def load_pairs_csv(path: str | Path) -> pd.DataFrame:
     return load_table(path, ("user", "item", "timestamp"))
 
 
+def load_recbole_inter(path: str | Path) -> pd.DataFrame:
+    """A RecBole atomic `.inter` file: `user_id:token`, `item_id:token` and optional `timestamp:float` fields."""
+    path = Path(path)
+    try:
+        names, records, rejected = read_atomic_file(path)
+    except CatalogError as exc:
+        raise RecommenderError(str(exc)) from None
+    missing = [field for field in ("user_id", "item_id") if field not in names]
+    if missing:
+        raise RecommenderError(f"{path.name} has no {missing[0]!r} field; a RecBole .inter file needs user_id and "
+                               f"item_id (and optionally timestamp), it has {', '.join(names)}")
+    if rejected:
+        raise RecommenderError(f"{len(rejected)} rows of {path.name} cannot be read, e.g. {rejected[0]}")
+    rows = [record for _, record in records]
+    frame = pd.DataFrame({"user_id": [r["user_id"] for r in rows], "item_id": [r["item_id"] for r in rows]})
+    if "timestamp" in names:
+        frame["timestamp"] = pd.to_numeric(pd.Series([r["timestamp"] for r in rows], dtype=object), errors="coerce")
+        if frame["timestamp"].isna().any():
+            raise RecommenderError(f"{path.name} has {int(frame['timestamp'].isna().sum())} timestamps that are "
+                                   "not numbers")
+    return frame
+
+
 def detect_format(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".inter.json"):
@@ -93,6 +117,8 @@ def detect_format(path: Path) -> str:
         return "s3rec"
     if name.endswith("pairs.csv"):
         return "pairs-csv"
+    if path.suffix == ".inter":
+        return "recbole"
     if path.suffix in (".csv", ".parquet"):
         return "table"
     raise RecommenderError(f"cannot tell the interaction format of {path.name}; set train.data.format")
@@ -106,7 +132,7 @@ def load_frame(path: str | Path | None, fmt: str = "auto") -> pd.DataFrame:
         raise RecommenderError(f"interaction file {path} does not exist")
     fmt = detect_format(path) if fmt == "auto" else fmt
     loader = {"s3rec": load_s3rec, "inter-json": load_inter_json, "pairs-csv": load_pairs_csv,
-              "table": load_table}[fmt]
+              "recbole": load_recbole_inter, "table": load_table}[fmt]
     frame = loader(path)
     if frame.empty:
         raise RecommenderError(f"interaction file {path} holds no interactions")

@@ -112,8 +112,10 @@ def test_loaders_read_every_format_into_the_same_structure(tmp_path):
                           "timestamp": [7, 6, 5, 2, 9, 1]})
     frame.to_parquet(tmp_path / "inter.parquet")
     frame.to_csv(tmp_path / "inter.csv", index=False)
+    rows = "".join(f"{u}\t{i}\t{t}\n" for u, i, t in frame.itertuples(index=False))
+    (tmp_path / "beauty.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + rows)
     expected = {"1": ["3", "1", "2"], "2": ["2", "3", "4"]}
-    for name in ("Beauty.txt", "MicroLens-100k_pairs.csv", "inter.parquet", "inter.csv"):
+    for name in ("Beauty.txt", "MicroLens-100k_pairs.csv", "inter.parquet", "inter.csv", "beauty.inter"):
         data = load_interactions(tmp_path / name)
         got = {u: [data.item_ids[i] for i in s] for u, s in zip(data.user_ids, data.sequences, strict=True)}
         assert got == expected, name
@@ -122,6 +124,9 @@ def test_loaders_read_every_format_into_the_same_structure(tmp_path):
     assert list(sci.item_ids) == ["0", "1", "2", "3"]  # numeric order
     with pytest.raises(RecommenderError, match="does not exist"):
         load_frame(tmp_path / "nope.csv")
+    (tmp_path / "bad.inter").write_text("session:token\titem_id:token\n1\t2\n")
+    with pytest.raises(RecommenderError, match="no 'user_id' field; a RecBole .inter file needs"):
+        load_frame(tmp_path / "bad.inter")
     (tmp_path / "empty.csv").write_text("user_id,item_id,timestamp\n")
     with pytest.raises(RecommenderError, match="no interactions"):
         load_frame(tmp_path / "empty.csv")
