@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from extractors.embed import ClipEmbedder, TextEmbedder, clip_model_id, render_texts, template_fields, text_model_id
+from extractors.embed import (
+    ClipEmbedder,
+    TextEmbedder,
+    check_clip_model,
+    check_text_model,
+    clip_model_id,
+    render_texts,
+    template_fields,
+    text_model_id,
+)
 from pipeline.config import MediaConfig, SeerecConfig
 from pipeline.runner import run_stages
 from pipeline.runtime import StageSummary
@@ -20,7 +29,7 @@ EMBED_TEXT = Stage(
     name="embed-text", section=lambda cfg: cfg.embed.text, model=TextEmbedder, output="vector",
     model_id=text_model_id, family=lambda text: vector_family(text.column),
     reads=lambda text: template_fields(text.template), where=lambda cfg: cfg.embed.where,
-    prepare=render_texts, constants=lambda cfg, text: {"source": text.template},
+    prepare=render_texts, constants=lambda cfg, text: {"source": text.template}, check=check_text_model,
 )
 
 EMBED_MEDIA = Stage(
@@ -28,6 +37,7 @@ EMBED_MEDIA = Stage(
     model_id=clip_model_id, family=lambda image: vector_family(image.column),
     reads=lambda image: ["media_uri", "media_type"], where=lambda cfg: cfg.embed.where,
     media_types=("video", "image"), decoder=FRAMES, constants=lambda cfg, image: {"source": frame_source(cfg.media)},
+    check=check_clip_model,
 )
 
 

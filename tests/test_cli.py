@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import REPO
 
 SEEREC = str(Path(sys.executable).with_name("seerec"))
 
@@ -96,3 +99,24 @@ def test_an_error_of_any_layer_is_one_sentence_and_exit_2(tmp_path):
         assert result.returncode == 2, result.stderr
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1 and "names no item column" in message and "Traceback" not in message
+
+
+def test_a_missing_model_is_one_sentence_before_ray_starts(tmp_path):
+    store = f"store.uri={tmp_path / 'store'}"
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    cases = [
+        ([SEEREC, "describe", store, "describe.model=./nope"], None, "seerec make-test-model"),
+        ([SEEREC, "embed", store, "embed.text.model=/nope", "embed.image.enabled=false"], None, "does not exist"),
+        ([SEEREC, "embed", "-c", "configs/microlens-cpu.yaml", store], offline,
+         "open_clip's weights 'laion2b_s34b_b79k' for ViT-B-32 (hub repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K) "
+         "is not in the local Hugging Face cache"),
+        ([sys.executable, "-m", "jobs.describe", store, "describe.model=Qwen/Qwen2.5-VL-3B-Instruct"], offline,
+         "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct"),
+    ]
+    for command, env, expected in cases:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=TIMEOUT_S)
+        message = result.stderr.strip()
+        assert result.returncode == 2, (command, result.stderr)
+        assert len(message.splitlines()) == 1 and expected in message, message
+        assert "Ray" not in result.stderr + result.stdout  # no cluster was started
+    assert not (tmp_path / "store").exists()
