@@ -4,27 +4,42 @@ from __future__ import annotations
 
 import functools
 import sys
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import SeerecConfig, load_config
+from pipeline.config import IngestConfig, SeerecConfig, TrainConfig, load_config
 from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, context_settings=HELP)
+store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True,
+                        context_settings=HELP)
 app.add_typer(store_app, name="store")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.items_per_batch=64.")]
+
+
+def overrides_arg(example: str):
+    """The overrides argument, with an example that fits the command."""
+    return Annotated[list[str] | None, typer.Argument(help=f"Dotted overrides (section.key=value), e.g. {example}.")]
+
+
+def choices(annotation) -> str:
+    """A Literal's values as text that wraps at any width (a `|`-joined list is cut at 80 columns)."""
+    return "one of: " + ", ".join(get_args(annotation))
+
+
+Overrides = overrides_arg("store.uri=./stores/microlens")
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
@@ -50,19 +65,23 @@ def _config(config: Path | None, overrides: list[str] | None, verbose: bool = Fa
 
 @app.command()
 @user_errors
-def ingest(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-           source: Annotated[str | None,
-                             typer.Option(help="manifest|microlens|amazon-beauty|amazon-scientific")] = None,
-           path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None):
+def ingest(config: ConfigOption = None, overrides: overrides_arg("ingest.source=microlens") = None,
+           verbose: Verbose = False,
+           source: Annotated[str | None, typer.Option(help=choices(IngestConfig.model_fields["source"].annotation))
+                             ] = None,
+           path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None,
+           limit: Annotated[int | None, typer.Option(help="Load only the first N items.")] = None):
     """Load a catalog (manifest, MicroLens or Amazon layout) into the item store."""
     from jobs.ingest import run_ingest
 
-    run_ingest(_config(config, overrides, verbose, **{"ingest.source": source, "ingest.path": path}))
+    run_ingest(_config(config, overrides, verbose,
+                       **{"ingest.source": source, "ingest.path": path, "ingest.limit": limit}))
 
 
 @app.command()
 @user_errors
-def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def embed(config: ConfigOption = None, overrides: overrides_arg("embed.text.items_per_batch=64") = None,
+          verbose: Verbose = False,
           force: Annotated[bool, typer.Option(help="Re-embed items already done by the same encoder.")] = False):
     """Embed item text (sentence-transformers) and media (open_clip) into vector columns."""
     from jobs.embed import run_embed
@@ -72,7 +91,8 @@ def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Ver
 
 @app.command()
 @user_errors
-def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def quantize(config: ConfigOption = None, overrides: overrides_arg("quantize.levels=3") = None,
+             verbose: Verbose = False,
              assign_only: Annotated[bool, typer.Option(help="Give IDs to new items with the saved tokenizer; "
                                                             "never change existing IDs.")] = False):
     """Turn vector columns into unique semantic IDs (residual k-means or RQ-VAE), with diagnostics."""
@@ -83,9 +103,9 @@ def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: 
 
 @app.command()
 @user_errors
-def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-          model: Annotated[str | None, typer.Option(help="popularity|content_knn|bpr|lightgcn|sasrec|"
-                                                         "sasrec_content|two_tower|tiger")] = None,
+def train(config: ConfigOption = None, overrides: overrides_arg("train.epochs=20") = None, verbose: Verbose = False,
+          model: Annotated[str | None, typer.Option(help=choices(TrainConfig.model_fields["model"].annotation))
+                           ] = None,
           data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
                                                         "pairs.csv, Parquet/CSV).")] = None):
     """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""
@@ -96,7 +116,7 @@ def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Ver
 
 @app.command()
 @user_errors
-def compare(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def compare(config: ConfigOption = None, overrides: overrides_arg("train.epochs=20") = None, verbose: Verbose = False,
             models: Annotated[str | None, typer.Option(help="Comma-separated entries like "
                                                             "'popularity,sasrec,two_tower:text_vec'.")] = None):
     """Train several models/feature sets under one evaluation; writes a Markdown table, a CSV and a bar chart."""
@@ -109,7 +129,8 @@ def compare(config: ConfigOption = None, overrides: Overrides = None, verbose: V
 
 @app.command()
 @user_errors
-def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def describe(config: ConfigOption = None, overrides: overrides_arg("describe.model=./models/tiny-qwen2-vl") = None,
+             verbose: Verbose = False,
              force: Annotated[bool, typer.Option(help="Redo items already described by the same model and "
                                                       "prompt.")] = False):
     """Write a description of every video and image item with a multimodal LLM."""
@@ -230,7 +251,7 @@ def store_restore(version: int, config: ConfigOption = None, overrides: Override
 
 @app.command("config")
 @user_errors
-def show_config(config: ConfigOption = None, overrides: Overrides = None):
+def show_config(config: ConfigOption = None, overrides: overrides_arg("embed.text.model=BAAI/bge-base-en-v1.5") = None):
     """Print the resolved configuration (file + overrides + defaults) as YAML."""
     cfg = load_config(config, overrides or [])
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -256,6 +277,18 @@ def _print_table(rows: list[dict], title: str) -> None:
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"seerec {package_version('seerec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False):
+    """seerec: turn video and image items into recommendation features."""
 
 
 def main() -> None:

@@ -120,3 +120,30 @@ def test_a_missing_model_is_one_sentence_before_ray_starts(tmp_path):
         assert len(message.splitlines()) == 1 and expected in message, message
         assert "Ray" not in result.stderr + result.stdout  # no cluster was started
     assert not (tmp_path / "store").exists()
+
+
+def test_version_short_help_and_help_that_fits_the_command():
+    assert run(SEEREC, "--version").stdout.strip().startswith("seerec 0.")
+    assert "Usage: seerec" in run(SEEREC, "-h").stdout
+    narrow = {**os.environ, "COLUMNS": "80"}
+    examples = {"ingest": "ingest.source=microlens", "embed": "embed.text.items_per_batch=64",
+                "describe": "describe.model=", "train": "train.epochs=20", "quantize": "quantize.levels=3"}
+    for command, example in examples.items():
+        result = subprocess.run([SEEREC, command, "-h"], capture_output=True, text=True, env=narrow, timeout=60)
+        assert result.returncode == 0 and example in result.stdout, result.stdout
+        if command != "embed":
+            assert "embed.text.items_per_batch" not in result.stdout
+    ingest = subprocess.run([SEEREC, "ingest", "-h"], capture_output=True, text=True, env=narrow, timeout=60).stdout
+    assert "amazon-scientific" in ingest and "…" not in ingest and "--limit" in ingest
+    train = subprocess.run([SEEREC, "train", "-h"], capture_output=True, text=True, env=narrow, timeout=60).stdout
+    assert "tiger" in train and "…" not in train
+
+
+def test_ingest_limit(tmp_path):
+    from jobs.synthetic import make_catalog
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=1)
+    result = run(SEEREC, "ingest", "--path", str(catalog.manifest), "--limit", "5", f"store.uri={tmp_path / 'store'}")
+    assert result.returncode == 0, result.stderr
+    info = run(SEEREC, "store", "info", f"store.uri={tmp_path / 'store'}")
+    assert "· 5 items ·" in info.stdout, info.stdout
