@@ -143,7 +143,9 @@ def describe(config: ConfigOption = None, overrides: overrides_arg("describe.mod
 @user_errors
 def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quantize|train")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
-                                                     "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
+                                                     "http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
+                                                     "then $RAY_ADDRESS, as Ray's own CLI).",
+                                                envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"])],
            config: ConfigOption = None,
            args: Annotated[list[str] | None, typer.Argument(help="Overrides (section.key=value) and the stage's "
                                                                  "flags, e.g. --force.")] = None,

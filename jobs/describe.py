@@ -57,11 +57,14 @@ def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
     return run_stage(DESCRIBE, cfg, force)
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"force": "re-describe items already described by the same model and prompt"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_describe, "Describe video and image items with a multimodal LLM.", argv,
-                    {"force": "re-describe items already described by the same model and prompt"})
+    return job_main(run_describe, "Describe video and image items with a multimodal LLM.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,14 @@ def run_embed(cfg: SeerecConfig, force: bool = False) -> list[StageSummary]:
     return run_stages([stage for on, stage in enabled if on], cfg, force)
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"force": "re-embed items already embedded by the same model"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_embed, "Embed item text and media into the seerec item store.", argv,
-                    {"force": "re-embed items already embedded by the same model"})
+    return job_main(run_embed, "Embed item text and media into the seerec item store.", argv, FLAGS)
 
 
 if __name__ == "__main__":
