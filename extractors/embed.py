@@ -160,7 +160,7 @@ def check_clip_model(cfg: ImageEmbedConfig) -> None:
 
     model, pretrained = cfg.model, cfg.pretrained
     if model.startswith(LOCAL_DIR):
-        return check_folder(model.removeprefix(LOCAL_DIR), "embed.image.model", ["open_clip_config.json"])
+        return check_folder(model.removeprefix(LOCAL_DIR), "embed.image.model", ["open_clip_config.json"], "clip")
     if model.startswith(HF_HUB):
         repo = model.removeprefix(HF_HUB)
         return check_hub([repo], "embed.image.model", ["open_clip_config.json"], f"the open_clip model {repo}")

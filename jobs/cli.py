@@ -174,13 +174,22 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|quan
 
 @app.command("make-test-model")
 def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
+                    kind: Annotated[str, typer.Option(help="one of: qwen2-vl (for describe.model), clip (for "
+                                                           "embed.image.model=local-dir:OUT)")] = "qwen2-vl",
                     seed: int = 0):
-    """Build a tiny random-weight Qwen2-VL checkpoint (offline) for tests and the demo; its text is gibberish."""
-    from jobs.tiny_models import make_tiny_qwen2_vl
+    """Build a tiny random-weight checkpoint (offline) for tests and the demo; its outputs are meaningless."""
+    from jobs.tiny_models import make_tiny_clip, make_tiny_qwen2_vl
 
     setup_logging()
-    path = make_tiny_qwen2_vl(out, seed=seed)
-    console.print(f"wrote a tiny random-weight Qwen2-VL to {path}; use it with describe.model={path}")
+    if kind == "clip":
+        model = make_tiny_clip(out, seed=seed)
+        console.print(f"wrote a tiny random-weight CLIP to {out}; use it with embed.image.model={model} "
+                      "embed.image.pretrained=null")
+    elif kind == "qwen2-vl":
+        path = make_tiny_qwen2_vl(out, seed=seed)
+        console.print(f"wrote a tiny random-weight Qwen2-VL to {path}; use it with describe.model={path}")
+    else:
+        raise typer.BadParameter(f"--kind {kind!r}: choose qwen2-vl or clip")
 
 
 SEARCH_COLUMNS = "item_id,media_type,title,_distance"

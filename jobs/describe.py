@@ -49,7 +49,7 @@ DESCRIBE = Stage(
     reads=lambda d: ["media_uri", "media_type", "title"], where=lambda cfg: cfg.describe.where,
     media_types=("video", "image"), decoder=FRAMES, settings=lambda d: {"prompt_id": PromptSet(d.prompts).ids()},
     constants=lambda cfg, d: {"params": generation_params(cfg)}, metrics=(FirstResult, TokenCount),
-    check=lambda d: check_checkpoint(d.model, "describe.model", ["config.json"]),
+    check=lambda d: check_checkpoint(d.model, "describe.model", ["config.json"], test_model="qwen2-vl"),
 )
 
 

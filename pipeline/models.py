@@ -85,24 +85,27 @@ def hub_cached(repo_id: str, filenames: Sequence[str]) -> bool:
     return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in filenames)
 
 
-def check_checkpoint(ref: str, setting: str, markers: Sequence[str], hub_ids: Sequence[str] | None = None) -> None:
+def check_checkpoint(ref: str, setting: str, markers: Sequence[str], hub_ids: Sequence[str] | None = None,
+                     test_model: str | None = None) -> None:
     """Raise one sentence when `ref` (the value of `setting`) cannot be loaded: a local folder that is missing or
     holds none of `markers` (e.g. config.json), or a hub model with no cached copy while downloads are off.
 
-    `hub_ids` are the repos a hub name may mean (sentence-transformers also looks under its own org).
+    `hub_ids` are the repos a hub name may mean (sentence-transformers also looks under its own org);
+    `test_model` is the `seerec make-test-model --kind` that builds a tiny stand-in, if there is one.
     """
     if looks_local(ref):
-        check_folder(ref, setting, markers)
+        check_folder(ref, setting, markers, test_model)
     else:
         check_hub(hub_ids or [ref], setting, markers, f"the hub model {ref}")
 
 
-def check_folder(ref: str, setting: str, markers: Sequence[str]) -> None:
+def check_folder(ref: str, setting: str, markers: Sequence[str], test_model: str | None = None) -> None:
     path = Path(ref).expanduser()
     if not path.exists():
+        build = f"build a tiny test model with `seerec make-test-model --kind {test_model} {ref}`, or " \
+            if test_model else ""
         raise ModelError(f"{setting}: the model folder {ref} does not exist (relative paths resolve against the "
-                         f"working directory, {Path.cwd()}); build a tiny test model with `seerec make-test-model "
-                         f"--kind KIND {ref}`, or download one with "
+                         f"working directory, {Path.cwd()}); {build}download one with "
                          f"`huggingface-cli download <hub id> --local-dir {ref}`")
     if not path.is_dir() or not any((path / marker).is_file() for marker in markers):
         raise ModelError(f"{setting}: {ref} is not a model checkpoint folder (it has no {' or '.join(markers)})")

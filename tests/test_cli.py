@@ -181,3 +181,14 @@ def test_search_json_columns_filters_and_the_configs_encoder(tmp_path):
     items = ItemStore(cfg.store)
     first, again = (text_query_vector(items, cfg, "text_vec", query) for query in ("ocean", "cat"))
     assert first.shape == again.shape == (384,) and _text_embedder.cache_info().misses == 1
+
+
+def test_make_test_model_builds_a_clip_too(tmp_path):
+    from extractors.embed import ClipEmbedder
+
+    result = run(SEEREC, "make-test-model", "--kind", "clip", str(tmp_path / "clip"))
+    assert result.returncode == 0, result.stderr
+    assert "embed.image.model=local-dir:" in " ".join(result.stdout.split())
+    clip = ClipEmbedder({"model": f"local-dir:{tmp_path / 'clip'}", "pretrained": None, "device": "cpu"})
+    assert clip.dim == 64
+    assert run(SEEREC, "make-test-model", "--kind", "bert", str(tmp_path / "x")).returncode == 2

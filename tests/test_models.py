@@ -53,8 +53,8 @@ def test_clip_ids_of_a_local_dir_ignore_the_spelling(tiny_clip):
 
 
 def test_a_missing_folder_says_how_to_get_one(tmp_path):
-    with pytest.raises(ModelError, match="does not exist .*seerec make-test-model"):
-        check_checkpoint(str(tmp_path / "nope"), "describe.model", ["config.json"])
+    with pytest.raises(ModelError, match="does not exist .*seerec make-test-model --kind qwen2-vl"):
+        check_checkpoint(str(tmp_path / "nope"), "describe.model", ["config.json"], test_model="qwen2-vl")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="is not a model checkpoint folder .*config.json"):
         check_checkpoint(str(tmp_path / "empty"), "describe.model", ["config.json"])
