@@ -1,7 +1,7 @@
 """Embedding stages as plain callables over numpy batches (Ray Data's `map_batches` calls them as actors).
 
 Each encoder has a stable `model_id`, written into the store as provenance. Re-runs compare it to decide
-what is already done, and search re-creates the same encoder from it to embed a query.
+what is already done, and search checks it against the encoder the config names before embedding a query.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from pipeline.config import ImageEmbedConfig, TextEmbedConfig
 from pipeline.errors import SeerecError
+from pipeline.models import ModelError, check_checkpoint, check_folder, check_hub, looks_local, model_identity
 from pipeline.schema import KEY, error_values
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,14 @@ def text_model_path(name: str) -> str:
 
 
 def text_model_id(cfg: TextEmbedConfig) -> str:
-    return f"sentence-transformers:{cfg.model}"
+    return f"sentence-transformers:{model_identity(cfg.model)}"
+
+
+def check_text_model(cfg: TextEmbedConfig) -> None:
+    """Fail on the driver, before Ray starts, when the text encoder cannot be loaded."""
+    name = text_model_path(cfg.model)
+    hub_ids = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    check_checkpoint(name, "embed.text.model", ["modules.json", "config.json"], hub_ids)
 
 
 class TemplateError(SeerecError, ValueError):
@@ -137,13 +145,54 @@ class TextEmbedder:
 
 
 # ---- images and video frames ---------------------------------------------------------------------------
+LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"
+
+
 def clip_model_id(cfg: ImageEmbedConfig) -> str:
-    return f"open_clip:{cfg.model}@{cfg.pretrained or 'random'}"
+    model = cfg.model
+    if model.startswith(LOCAL_DIR):
+        model = LOCAL_DIR + model_identity(str(Path(model.removeprefix(LOCAL_DIR)).resolve()))
+    pretrained = cfg.pretrained or "random"
+    if looks_local(pretrained):
+        pretrained = model_identity(pretrained)
+    return f"open_clip:{model}@{pretrained}"
 
 
-def parse_clip_model_id(model_id: str) -> tuple[str, str | None]:
-    model, _, pretrained = model_id.removeprefix("open_clip:").rpartition("@")
-    return model, None if pretrained == "random" else pretrained
+CLIP_WEIGHTS = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+
+
+def check_clip_model(cfg: ImageEmbedConfig) -> None:
+    """Fail on the driver, before Ray starts, when the CLIP model or its pretrained weights cannot be loaded."""
+    import open_clip
+
+    model, pretrained = cfg.model, cfg.pretrained
+    if model.startswith(LOCAL_DIR):
+        return check_folder(model.removeprefix(LOCAL_DIR), "embed.image.model", ["open_clip_config.json"], "clip")
+    if model.startswith(HF_HUB):
+        repo = model.removeprefix(HF_HUB)
+        return check_hub([repo], "embed.image.model", ["open_clip_config.json"], f"the open_clip model {repo}")
+    if model not in open_clip.list_models():
+        raise ModelError(f"embed.image.model: open_clip has no model {model!r}; name one of open_clip's models "
+                         "(e.g. ViT-B-32), or a checkpoint folder as local-dir:DIR (`seerec make-test-model "
+                         "--kind clip DIR` builds a tiny one)")
+    if pretrained is None:
+        return None
+    if looks_local(pretrained):
+        if not Path(pretrained).expanduser().is_file():
+            raise ModelError(f"embed.image.pretrained: the checkpoint file {pretrained} does not exist")
+        return None
+    tag = open_clip.get_pretrained_cfg(model, pretrained)
+    if not tag:
+        known = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"
+        raise ModelError(f"embed.image.pretrained: open_clip has no weights {pretrained!r} for {model} "
+                         f"(known: {known}); or set it to a checkpoint file, or null for random weights")
+    if hub := tag.get("hf_hub"):
+        # open_clip writes `org/repo/` or `org/repo/file`
+        org, repo, filename = (hub.split("/") + ["", ""])[:3]
+        repo = f"{org}/{repo}"
+        check_hub([repo], "embed.image.pretrained", [filename] if filename else CLIP_WEIGHTS,
+                  f"open_clip's weights {pretrained!r} for {model} (hub repo {repo})")
+    return None
 
 
 def load_clip(model: str, pretrained: str | None, device: str):
@@ -153,7 +202,7 @@ def load_clip(model: str, pretrained: str | None, device: str):
     if pretrained and Path(pretrained).is_file():
         pretrained = str(Path(pretrained).resolve())
     clip, _, preprocess = open_clip.create_model_and_transforms(
-        model, pretrained=None if model.startswith(("local-dir:", "hf-hub:")) else pretrained, device=device
+        model, pretrained=None if model.startswith((LOCAL_DIR, HF_HUB)) else pretrained, device=device
     )
     clip.eval()
     return clip, preprocess

@@ -1,8 +1,9 @@
-"""Query vectors for store search, made by the very encoder that filled the searched column.
+"""Query vectors for store search, made by the encoder the config names for the searched column.
 
-The encoder is read back from the column's provenance (`<column>_model`), so a text query against
-`text_vec` uses the sentence-transformers model that built it, and a text or image query against
-`clip_vec` uses the CLIP towers that built that one.
+The encoder comes from the config (`embed.text` for its column, `embed.image` for its column), never from
+the store: whoever can write a store must not choose which checkpoint the searcher loads. The store's record
+of the column's model (`<column>_model`) is only checked against the config's, so a query is never embedded
+by another model than the one that built the column.
 """
 
 from __future__ import annotations
@@ -12,54 +13,66 @@ from functools import cache
 import numpy as np
 import torch
 
-from extractors.embed import ClipEmbedder, parse_clip_model_id, text_model_path
-from pipeline.config import ImageEmbedConfig, MediaConfig
+from extractors.embed import ClipEmbedder, TextEmbedder, clip_model_id, text_model_id
+from pipeline.config import ImageEmbedConfig, SeerecConfig, TextEmbedConfig
+from pipeline.models import same_model
 from pipeline.store import ItemStore, StoreError
 
 
-def column_model(store: ItemStore, column: str) -> str:
+def column_encoder(cfg: SeerecConfig, column: str) -> TextEmbedConfig | ImageEmbedConfig:
+    """The config's encoder section of a vector column."""
+    if column == cfg.embed.text.column:
+        return cfg.embed.text
+    if column == cfg.embed.image.column:
+        return cfg.embed.image
+    raise StoreError(f"the config embeds no column {column!r} (embed.text.column is {cfg.embed.text.column!r}, "
+                     f"embed.image.column is {cfg.embed.image.column!r}); search with the config that built it")
+
+
+def check_column_model(store: ItemStore, column: str, encoder: TextEmbedConfig | ImageEmbedConfig) -> None:
+    """Refuse a column whose vectors were made by another model than the config's encoder."""
+    expected = text_model_id(encoder) if isinstance(encoder, TextEmbedConfig) else clip_model_id(encoder)
     models = store.model_ids(column)
     if not models:
         raise StoreError(f"column {column!r} has no vectors yet; run `seerec embed` first")
-    if len(models) > 1:
-        raise StoreError(f"column {column!r} mixes vectors from {', '.join(models)}; re-embed with --force")
-    return models[0]
+    if other := [m for m in models if not same_model(m, expected)]:
+        raise StoreError(f"column {column!r} was embedded by {', '.join(other)}, but the config's encoder is "
+                         f"{expected}; search with the config that embedded it, or re-embed with `seerec embed "
+                         "--force`")
 
 
-def text_query_vector(store: ItemStore, column: str, text: str) -> np.ndarray:
-    model_id = column_model(store, column)
-    if model_id.startswith("sentence-transformers:"):
-        encoder = _sentence_encoder(model_id.removeprefix("sentence-transformers:"))
-        return encoder.encode([text], normalize_embeddings=True, convert_to_numpy=True)[0].astype(np.float32)
-    if model_id.startswith("open_clip:"):
-        import open_clip
+def text_query_vector(store: ItemStore, cfg: SeerecConfig, column: str, text: str) -> np.ndarray:
+    encoder = column_encoder(cfg, column)
+    check_column_model(store, column, encoder)
+    if isinstance(encoder, TextEmbedConfig):
+        return _text_embedder(encoder.model_dump_json()).encode([text])[0]
+    import open_clip
 
-        name, pretrained = parse_clip_model_id(model_id)
-        tokens = open_clip.get_tokenizer(name)([text])
-        with torch.inference_mode():
-            vector = _clip_embedder(name, pretrained).model.encode_text(tokens).float()
-        return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
-    raise StoreError(f"cannot embed a text query for column {column!r} (built by {model_id})")
+    clip = _clip_embedder(encoder.model_dump_json())
+    tokens = open_clip.get_tokenizer(encoder.model)([text])
+    with torch.inference_mode():
+        vector = clip.model.encode_text(tokens).float()
+    return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
 
 
-def image_query_vector(store: ItemStore, column: str, uri: str, media: MediaConfig) -> np.ndarray:
+def image_query_vector(store: ItemStore, cfg: SeerecConfig, column: str, uri: str) -> np.ndarray:
     from pipeline.media import decode_item
 
-    model_id = column_model(store, column)
-    if not model_id.startswith("open_clip:"):
-        raise StoreError(f"column {column!r} was built by {model_id}, not an image encoder")
+    encoder = column_encoder(cfg, column)
+    if not isinstance(encoder, ImageEmbedConfig):
+        raise StoreError(f"column {column!r} holds text vectors; search it with --text")
+    check_column_model(store, column, encoder)
     media_type = "video" if uri.lower().endswith((".mp4", ".mov", ".mkv", ".webm", ".avi")) else "image"
-    decoded = decode_item(uri, media_type, media)
-    return _clip_embedder(*parse_clip_model_id(model_id)).embed_items([decoded.frames])[0]
+    decoded = decode_item(uri, media_type, cfg.media)
+    return _clip_embedder(encoder.model_dump_json()).embed_items([decoded.frames])[0]
+
+
+# Keyed by the section's JSON, so one process loads each encoder once, however many queries it embeds.
+@cache
+def _text_embedder(section_json: str) -> TextEmbedder:
+    return TextEmbedder(TextEmbedConfig.model_validate_json(section_json).model_copy(update={"device": "cpu"}))
 
 
 @cache
-def _sentence_encoder(name: str):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(text_model_path(name), device="cpu")
-
-
-@cache
-def _clip_embedder(name: str, pretrained: str | None) -> ClipEmbedder:
-    return ClipEmbedder(ImageEmbedConfig(model=name, pretrained=pretrained, device="cpu"))
+def _clip_embedder(section_json: str) -> ClipEmbedder:
+    return ClipEmbedder(ImageEmbedConfig.model_validate_json(section_json).model_copy(update={"device": "cpu"}))

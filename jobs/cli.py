@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import SeerecConfig, load_config
+from pipeline.config import IngestConfig, SeerecConfig, load_config
 from pipeline.errors import SeerecError
 from pipeline.runtime import setup_logging
 from recommenders.registry import model_choices
 
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, context_settings=HELP)
+store_app = typer.Typer(help="Inspect the item store: info, versions, restore.", no_args_is_help=True,
+                        context_settings=HELP)
 app.add_typer(store_app, name="store")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. embed.text.items_per_batch=64.")]
+
+
+def overrides_arg(example: str):
+    """The overrides argument, with an example that fits the command."""
+    return Annotated[list[str] | None, typer.Argument(help=f"Dotted overrides (section.key=value), e.g. {example}.")]
+
+
+def choices(annotation) -> str:
+    """A Literal's values as text that wraps at any width (a `|`-joined list is cut at 80 columns)."""
+    return "one of: " + ", ".join(get_args(annotation))
+
+
+Overrides = overrides_arg("store.uri=./stores/microlens")
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
@@ -51,19 +67,23 @@ def _config(config: Path | None, overrides: list[str] | None, verbose: bool = Fa
 
 @app.command()
 @user_errors
-def ingest(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-           source: Annotated[str | None,
-                             typer.Option(help="manifest|microlens|amazon-beauty|amazon-scientific")] = None,
-           path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None):
+def ingest(config: ConfigOption = None, overrides: overrides_arg("ingest.source=microlens") = None,
+           verbose: Verbose = False,
+           source: Annotated[str | None, typer.Option(help=choices(IngestConfig.model_fields["source"].annotation))
+                             ] = None,
+           path: Annotated[str | None, typer.Option(help="Manifest file or dataset folder.")] = None,
+           limit: Annotated[int | None, typer.Option(help="Load only the first N items.")] = None):
     """Load a catalog (manifest, MicroLens or Amazon layout) into the item store."""
     from jobs.ingest import run_ingest
 
-    run_ingest(_config(config, overrides, verbose, **{"ingest.source": source, "ingest.path": path}))
+    run_ingest(_config(config, overrides, verbose,
+                       **{"ingest.source": source, "ingest.path": path, "ingest.limit": limit}))
 
 
 @app.command()
 @user_errors
-def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def embed(config: ConfigOption = None, overrides: overrides_arg("embed.text.items_per_batch=64") = None,
+          verbose: Verbose = False,
           force: Annotated[bool, typer.Option(help="Re-embed items already done by the same encoder.")] = False):
     """Embed item text (sentence-transformers) and media (open_clip) into vector columns."""
     from jobs.embed import run_embed
@@ -73,7 +93,8 @@ def embed(config: ConfigOption = None, overrides: Overrides = None, verbose: Ver
 
 @app.command()
 @user_errors
-def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def quantize(config: ConfigOption = None, overrides: overrides_arg("quantize.levels=3") = None,
+             verbose: Verbose = False,
              assign_only: Annotated[bool, typer.Option(help="Give IDs to new items with the saved tokenizer; "
                                                             "never change existing IDs.")] = False):
     """Turn vector columns into unique semantic IDs (residual k-means or RQ-VAE), with diagnostics."""
@@ -84,8 +105,8 @@ def quantize(config: ConfigOption = None, overrides: Overrides = None, verbose: 
 
 @app.command()
 @user_errors
-def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
-          model: Annotated[str | None, typer.Option(help=model_choices())] = None,
+def train(config: ConfigOption = None, overrides: overrides_arg("train.epochs=20") = None, verbose: Verbose = False,
+          model: Annotated[str | None, typer.Option(help="one of: " + ", ".join(model_choices().split("|")))] = None,
           data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
                                                         "pairs.csv, Parquet/CSV).")] = None):
     """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""
@@ -96,7 +117,7 @@ def train(config: ConfigOption = None, overrides: Overrides = None, verbose: Ver
 
 @app.command()
 @user_errors
-def compare(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def compare(config: ConfigOption = None, overrides: overrides_arg("train.epochs=20") = None, verbose: Verbose = False,
             models: Annotated[str | None, typer.Option(help="Comma-separated entries like "
                                                             "'popularity,sasrec,two_tower:text_vec'.")] = None):
     """Train several models/feature sets under one evaluation; writes a Markdown table, a CSV and a bar chart."""
@@ -109,7 +130,8 @@ def compare(config: ConfigOption = None, overrides: Overrides = None, verbose: V
 
 @app.command()
 @user_errors
-def describe(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+def describe(config: ConfigOption = None, overrides: overrides_arg("describe.model=./models/tiny-qwen2-vl") = None,
+             verbose: Verbose = False,
              force: Annotated[bool, typer.Option(help="Redo items already described by the same model and "
                                                       "prompt.")] = False):
     """Write a description of every video and image item with a multimodal LLM."""
@@ -145,7 +167,9 @@ def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose
 def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|transcribe|"
                                                           "quantize|train")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
-                                                     "http://HEAD:8265.", envvar="RAY_API_SERVER_ADDRESS")],
+                                                     "http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
+                                                     "then $RAY_ADDRESS, as Ray's own CLI).",
+                                                envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"])],
            config: ConfigOption = None,
            args: Annotated[list[str] | None, typer.Argument(help="Overrides (section.key=value) and the stage's "
                                                                  "flags, e.g. --force.")] = None,
@@ -171,26 +195,32 @@ def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|desc
                                 wait=wait))
 
 
-TEST_MODELS = {"qwen2-vl": ("make_tiny_qwen2_vl", "Qwen2-VL", "describe.model"),
-               "qwen2-audio": ("make_tiny_qwen2_audio", "Qwen2-Audio", "describe_audio.model"),
-               "qwen2.5-omni": ("make_tiny_qwen2_5_omni", "Qwen2.5-Omni", "describe_audio.model"),
-               "clap": ("make_tiny_clap", "CLAP", "embed.audio.model")}
+# --kind: (builder in jobs.tiny_models, architecture, the overrides that use the checkpoint at {path})
+TEST_MODELS = {"qwen2-vl": ("make_tiny_qwen2_vl", "Qwen2-VL", "describe.model={path}"),
+               "clip": ("make_tiny_clip", "CLIP", "embed.image.model={path} embed.image.pretrained=null"),
+               "qwen2-audio": ("make_tiny_qwen2_audio", "Qwen2-Audio", "describe_audio.model={path}"),
+               "qwen2.5-omni": ("make_tiny_qwen2_5_omni", "Qwen2.5-Omni",
+                                "describe_audio.model={path} describe_audio.modality=omni"),
+               "clap": ("make_tiny_clap", "CLAP", "embed.audio.model={path}")}
 
 
 @app.command("make-test-model")
 def make_test_model(out: Annotated[Path, typer.Argument(help="Folder to write the checkpoint to.")],
-                    kind: Annotated[str, typer.Option(help=f"Architecture: {'|'.join(TEST_MODELS)}.")] = "qwen2-vl",
+                    kind: Annotated[str, typer.Option(help=f"Architecture, one of: {', '.join(TEST_MODELS)}.")
+                                    ] = "qwen2-vl",
                     seed: int = 0):
-    """Build a tiny random-weight checkpoint (offline) for tests and the demo; its text is gibberish."""
-    import jobs.tiny_models
+    """Build a tiny random-weight checkpoint (offline) for tests and the demo; its outputs are meaningless."""
+    from jobs import tiny_models
 
     if kind not in TEST_MODELS:
         raise typer.BadParameter(f"--kind {kind!r} is not one of {', '.join(TEST_MODELS)}")
-    builder, name, key = TEST_MODELS[kind]
+    builder, name, hint = TEST_MODELS[kind]
     setup_logging()
-    path = getattr(jobs.tiny_models, builder)(out, seed=seed)
-    hint = f"{key}={path}" + (" describe_audio.modality=omni" if kind == "qwen2.5-omni" else "")
-    console.print(f"wrote a tiny random-weight {name} to {path}; use it with {hint}")
+    path = getattr(tiny_models, builder)(out, seed=seed)
+    console.print(f"wrote a tiny random-weight {name} to {out}; use it with {hint.format(path=path)}")
+
+
+SEARCH_COLUMNS = "item_id,media_type,title,_distance"
 
 
 @app.command()
@@ -203,26 +233,39 @@ def search(config: ConfigOption = None, overrides: Overrides = None,
                                                              "clip_vec for --image).")] = None,
            where: Annotated[list[str] | None,
                             typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
-           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10):
+           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+           columns: Annotated[str, typer.Option(help="Comma-separated columns to show; _distance is the "
+                                                     "distance to the query.")] = SEARCH_COLUMNS,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the results as a JSON array.")] = False):
     """Search the store by text, by item (neighbours) or by image, with optional filters."""
     from extractors.search import image_query_vector, text_query_vector
-    from pipeline.store import ItemStore
+    from pipeline.filters import to_sql
+    from pipeline.store import ItemStore, StoreError
 
     if sum(x is not None for x in (text, item, image)) != 1:
         raise typer.BadParameter("give exactly one of --text, --item or --image")
     cfg = _config(config, overrides)
     store = ItemStore(cfg.store)
     conditions = where or []
+    shown = [c.strip() for c in columns.split(",") if c.strip()]
+    schema = store.schema
+    store.require_columns([c for c in shown if c != "_distance"], schema)
+    to_sql(conditions, schema)  # a bad filter is refused before any model loads
     if item is not None:
         results = store.neighbours(item, column or cfg.embed.text.column, k, conditions)
     elif text is not None:
         column = column or cfg.embed.text.column
-        results = store.search_vector(column, text_query_vector(store, column, text), k, conditions)
+        results = store.search_vector(column, text_query_vector(store, cfg, column, text), k, conditions)
     else:
         column = column or cfg.embed.image.column
-        results = store.search_vector(column, image_query_vector(store, column, image, cfg.media), k, conditions)
-    _print_table(results.select([c for c in ("item_id", "media_type", "title", "_distance")
-                                 if c in results.column_names]).to_pylist(), f"top {k}")
+        results = store.search_vector(column, image_query_vector(store, cfg, column, image), k, conditions)
+    if missing := [c for c in shown if c not in results.column_names]:
+        raise StoreError(f"search results have no column {missing[0]!r}")
+    rows = results.select(shown).to_pylist()
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+    else:
+        _print_table(rows, f"top {k}")
 
 
 @store_app.command("info")
@@ -264,7 +307,7 @@ def store_restore(version: int, config: ConfigOption = None, overrides: Override
 
 @app.command("config")
 @user_errors
-def show_config(config: ConfigOption = None, overrides: Overrides = None):
+def show_config(config: ConfigOption = None, overrides: overrides_arg("embed.text.model=BAAI/bge-base-en-v1.5") = None):
     """Print the resolved configuration (file + overrides + defaults) as YAML."""
     cfg = load_config(config, overrides or [])
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -290,6 +333,18 @@ def _print_table(rows: list[dict], title: str) -> None:
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"seerec {package_version('seerec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False):
+    """seerec: turn video and image items into recommendation features."""
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def _search_examples(cfg: SeerecConfig, manifest: Path) -> dict:
     store = ItemStore(cfg.store)
     topics = pd.read_parquet(manifest, columns=["item_id", "topic"]).set_index("item_id")["topic"]
     query = "calm blue ocean waves"
-    hits = store.search_vector("text_vec", text_query_vector(store, "text_vec", query), 5,
+    hits = store.search_vector("text_vec", text_query_vector(store, cfg, "text_vec", query), 5,
                                ["media_type = video"], columns=["item_id", "title", "media_type"])
     log.info("text search %r among videos:", query)
     for row in hits.to_pylist():

@@ -16,6 +16,7 @@ import numpy as np
 from extractors.describe.describer import Describer
 from extractors.describe.prompts import PromptSet
 from pipeline.config import SeerecConfig
+from pipeline.models import check_checkpoint, model_identity
 from pipeline.runner import run_stage
 from pipeline.runtime import StageSummary
 from pipeline.schema import description_family
@@ -44,10 +45,11 @@ def generation_params(cfg: SeerecConfig) -> str:
 
 DESCRIBE = Stage(
     name="describe", section=lambda cfg: cfg.describe, model=Describer, output="description",
-    model_id=lambda d: d.model, family=lambda d: description_family(d.column),
+    model_id=lambda d: model_identity(d.model), family=lambda d: description_family(d.column),
     reads=lambda d: ["media_uri", "media_type", "title"], where=lambda cfg: cfg.describe.where,
     media_types=("video", "image"), decoder=FRAMES, settings=lambda d: {"prompt_id": PromptSet(d.prompts).ids()},
     constants=lambda cfg, d: {"params": generation_params(cfg)}, metrics=(FirstResult, TokenCount),
+    check=lambda d: check_checkpoint(d.model, "describe.model", ["config.json"], test_model="qwen2-vl"),
 )
 
 
@@ -55,11 +57,14 @@ def run_describe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
     return run_stage(DESCRIBE, cfg, force)
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"force": "re-describe items already described by the same model and prompt"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_describe, "Describe video and image items with a multimodal LLM.", argv,
-                    {"force": "re-describe items already described by the same model and prompt"})
+    return job_main(run_describe, "Describe video and image items with a multimodal LLM.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,16 @@ from __future__ import annotations
 import sys
 
 from extractors.audio_embed import ClapAudioEmbedder, audio_source, clap_location, clap_model_id
-from extractors.embed import ClipEmbedder, TextEmbedder, clip_model_id, render_texts, template_fields, text_model_id
+from extractors.embed import (
+    ClipEmbedder,
+    TextEmbedder,
+    check_clip_model,
+    check_text_model,
+    clip_model_id,
+    render_texts,
+    template_fields,
+    text_model_id,
+)
 from pipeline.audio import AUDIO_MEDIA_TYPES, AudioDecoder
 from pipeline.config import MediaConfig, SeerecConfig
 from pipeline.runner import run_stages
@@ -23,7 +32,7 @@ EMBED_TEXT = Stage(
     name="embed-text", section=lambda cfg: cfg.embed.text, model=TextEmbedder, output="vector",
     model_id=text_model_id, family=lambda text: vector_family(text.column),
     reads=lambda text: template_fields(text.template), where=lambda cfg: cfg.embed.where,
-    prepare=render_texts, constants=lambda cfg, text: {"source": text.template},
+    prepare=render_texts, constants=lambda cfg, text: {"source": text.template}, check=check_text_model,
 )
 
 EMBED_MEDIA = Stage(
@@ -31,6 +40,7 @@ EMBED_MEDIA = Stage(
     model_id=clip_model_id, family=lambda image: vector_family(image.column),
     reads=lambda image: ["media_uri", "media_type"], where=lambda cfg: cfg.embed.where,
     media_types=("video", "image"), decoder=FRAMES, constants=lambda cfg, image: {"source": frame_source(cfg.media)},
+    check=check_clip_model,
 )
 
 # The `audio` section's cap and spread, decoded at the rate the CLAP checkpoint takes.
@@ -59,11 +69,14 @@ def run_embed(cfg: SeerecConfig, force: bool = False) -> list[StageSummary]:
     return run_stages([stage for on, stage in enabled if on], cfg, force)
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"force": "re-embed items already embedded by the same model"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_embed, "Embed item text and media into the seerec item store.", argv,
-                    {"force": "re-embed items already embedded by the same model"})
+    return job_main(run_embed, "Embed item text and media into the seerec item store.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,14 @@ def run_ingest(cfg: SeerecConfig) -> StageSummary:
     return summary
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS: dict[str, str] = {}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_ingest, "Load a catalog into the seerec item store.", argv)
+    return job_main(run_ingest, "Load a catalog into the seerec item store.", argv, FLAGS)
 
 
 if __name__ == "__main__":

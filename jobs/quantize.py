@@ -116,11 +116,14 @@ def _write(store: ItemStore, family: Family, keys: pa.ChunkedArray, ok: np.ndarr
     store.write_family(family, family.rows(keys, values, model_id, errors))
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"assign-only": "give IDs to new items with the saved tokenizer; never change existing IDs"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_quantize, "Turn vector columns of the seerec item store into semantic IDs.", argv,
-                    {"assign-only": "give IDs to new items with the saved tokenizer; never change existing IDs"})
+    return job_main(run_quantize, "Turn vector columns of the seerec item store into semantic IDs.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ running), 2 for a mistake found before submitting (as every seerec command).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import pkgutil
@@ -41,12 +42,24 @@ class SubmitError(ConfigError):
 
 
 # The jobs package's modules that are not stages: the other front doors, the demo's builders and shared code.
-NOT_STAGES = frozenset({"cli", "common", "demo", "submit", "tiny_models"})
+NOT_STAGES = frozenset({"cli", "common", "demo", "reference", "submit", "tiny_models"})
 
 
 def job_stages() -> list[str]:
     """The stages `python -m jobs.<stage>` can run: every plain module of the jobs package but NOT_STAGES."""
     return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.ispkg and m.name not in NOT_STAGES)
+
+
+# Flags every job takes (jobs.common.job_main), besides its own FLAGS.
+COMMON_FLAGS = ("--verbose", "-v")
+
+
+def check_flags(stage: str, flags: list[str]) -> None:
+    """Refuse a flag the stage's job would reject, before anything is uploaded or a cluster is contacted."""
+    known = [f"--{flag}" for flag in importlib.import_module(f"jobs.{stage}").FLAGS]
+    if bad := [flag for flag in flags if flag not in (*known, *COMMON_FLAGS)]:
+        takes = f"it takes {', '.join(known)}" if known else "it takes none of its own"
+        raise SubmitError(f"{stage} has no flag {bad[0]}; {takes} (overrides are written section.key=value)")
 
 
 def resolved_config(config: Path | None, overrides: list[str]) -> tuple[SeerecConfig, str]:
@@ -62,6 +75,7 @@ def submission(stage: str, config_yaml: str, flags: list[str], working_dir: Path
         raise SubmitError(f"unknown stage {stage!r}; choose one of {', '.join(job_stages())}")
     if not working_dir.is_dir():
         raise SubmitError(f"working directory {working_dir} does not exist")
+    check_flags(stage, flags)
     runtime_env = {"working_dir": str(working_dir), "excludes": [*EXCLUDES, *_local_store(cfg, working_dir)],
                    "env_vars": {**env, CONFIG_ENV: config_yaml}}
     if pip:

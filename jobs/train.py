@@ -35,11 +35,14 @@ def run_comparison(cfg: SeerecConfig) -> pd.DataFrame:
     return table
 
 
+# The job's own command-line flags (`seerec submit` checks them before connecting).
+FLAGS = {"compare": "train every compare.models entry on one split and write a comparison"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_training, "Train a recommender on interactions and item-store features.", argv,
-                    {"compare": "train every compare.models entry on one split and write a comparison"})
+    return job_main(run_training, "Train a recommender on interactions and item-store features.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class StoreConfig(Section):
     # Rows of a stage's results buffered by the driver before one bulk merge_insert commit (ingest commits its
     # whole catalog at once).
     write_batch_rows: int = Field(2048, ge=1)
+    # Also commit once this many seconds have passed since the last commit: a killed job loses at most
+    # this much model work, however slow the model.
+    flush_interval_s: float = Field(60.0, gt=0)
     commit_retries: int = Field(8, ge=0)
     # Below this many vectors a flat (exact) search is both faster and exact, so no index is built.
     index_min_rows: int = Field(20_000, ge=256)

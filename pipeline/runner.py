@@ -11,11 +11,13 @@ import time
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import SeerecConfig, StageSection
 from pipeline.filters import quote_text, to_sql
+from pipeline.models import same_model
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray
-from pipeline.schema import Family, is_vector_field
+from pipeline.schema import KEY, Family, is_vector_field
 from pipeline.stage import Stage
 from pipeline.store import ItemStore
 
@@ -26,6 +28,8 @@ def run_stage(stage: Stage, cfg: SeerecConfig, force: bool = False) -> StageSumm
 
 def run_stages(stages: Sequence[Stage], cfg: SeerecConfig, force: bool = False) -> list[StageSummary]:
     """Run stages one after the other on one store, then compact and index it once."""
+    for stage in stages:
+        stage.check(stage.section(cfg))
     store = ItemStore(cfg.store)
     summaries = [_run(stage, cfg, store, force) for stage in stages]
     schema = store.schema
@@ -46,6 +50,8 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     not_skipped = None if force else _not_skipped(family, model_id, store)
     todo = store.pending(family, model_id, stage.reads(section), force,
                          " AND ".join(f"({c})" for c in filter(None, [where, not_skipped])) or None, settings=settings)
+    for alias in [] if force else _aliases(store, family, model_id):
+        todo = todo.filter(pc.is_in(todo[KEY], store.pending(family, alias, [], False, where, settings)[KEY]))
     total = store.count(where)
     summary = StageSummary(stage.name, model_id, total=total, skipped=total - todo.num_rows)
     metrics = [metric() for metric in stage.metrics]
@@ -75,6 +81,14 @@ def _not_skipped(family: Family, model_id: str, store: ItemStore) -> str | None:
     if skip is None or skip not in store.schema.names:
         return None
     return f"`{skip}` IS NULL OR `{model}` IS NULL OR `{model}` != {quote_text(model_id)}"
+
+
+def _aliases(store: ItemStore, family: Family, model_id: str) -> list[str]:
+    """Other recorded ids of this run's model (another spelling or copy of the same folder): items done
+    under them are done."""
+    if family.model_column not in store.schema.names:
+        return []
+    return [m for m in store.model_ids(family.name) if m != model_id and same_model(m, model_id)]
 
 
 def _where(stage: Stage, cfg: SeerecConfig, store: ItemStore) -> str | None:

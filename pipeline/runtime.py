@@ -2,8 +2,8 @@
 
 Writes happen on the driver, not in the Ray workers: stage results stream back through
 `iter_batches` and are merged into the store in large batches. One writer means no commit conflicts
-within a job, and a kill loses at most the unflushed batch, which the next run redoes because those
-items are not marked done.
+within a job, and a kill loses at most the unflushed rows (`store.write_batch_rows` of them, or
+`store.flush_interval_s` seconds of work), which the next run redoes because those items are not marked done.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,7 @@ class FamilyWriter:
         self.store, self._family = store, family
         self.buffer: list[pa.Table] = []
         self.buffered = 0
+        self.flushed_at = time.monotonic()
         self.result = UpsertResult()
         self.done = self.failed = 0
         # Items the stage did not apply to, by reason (e.g. {"no audio stream": 3}); neither done nor failed.
@@ -114,7 +116,8 @@ class FamilyWriter:
         self.buffered += rows.num_rows
         self.bar.update(rows.num_rows)
         self.bar.set_postfix(done=self.done, failed=self.failed)
-        if self.buffered >= self.store.cfg.write_batch_rows:
+        due = time.monotonic() - self.flushed_at >= self.store.cfg.flush_interval_s
+        if due or self.buffered >= self.store.cfg.write_batch_rows:
             self.flush()
 
     def flush(self) -> None:
@@ -122,6 +125,7 @@ class FamilyWriter:
             rows = pa.concat_tables(self.buffer)
             self.result += self.store.write_family(self.family(rows), rows)
             self.buffer, self.buffered = [], 0
+        self.flushed_at = time.monotonic()
 
     def close(self) -> None:
         self.flush()

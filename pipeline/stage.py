@@ -59,6 +59,7 @@ class Stage:
     # The result column holding the family's value, e.g. "vector".
     output: str
     # The id written as provenance; items done by this id (and `settings`) are skipped on the next run.
+    # Build it with `pipeline.models.model_identity`, so every spelling of one model gives one id.
     model_id: Callable[[StageSection], str]
     # The column family it writes (a vector family may leave its width to the first batch).
     family: Callable[[StageSection], Family]
@@ -78,6 +79,8 @@ class Stage:
     constants: Callable[[SeerecConfig, StageSection], dict[str, str]] = lambda cfg, section: {}
     # Extras of the summary, each built fresh for a run and fed every result batch.
     metrics: tuple[type[StageMetric], ...] = ()
+    # Raises a `SeerecError` on the driver, before Ray starts, when the section's model cannot be loaded.
+    check: Callable[[StageSection], None] = lambda section: None
 
 
 class FirstResult:

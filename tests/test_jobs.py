@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,24 @@ def test_moved_store_keeps_working(bad_catalog, make_config, ray_local, tmp_path
     copy = ItemStore(cfg.store.model_copy(update={"uri": str(tmp_path / "copy")}))
     assert copy.count() == ItemStore(cfg.store).count()
     assert copy.count("text_vec IS NOT NULL") == ItemStore(cfg.store).count("text_vec IS NOT NULL")
+
+
+def test_resume_does_not_depend_on_how_the_model_path_is_spelled(bad_catalog, make_config, ray_local, tmp_path):
+    """Relative, absolute, and a copy elsewhere (another machine's folder) are one model; a changed one is not."""
+    from extractors.embed import DEFAULT_TEXT_MODEL, text_model_path
+
+    manifest, _ = bad_catalog
+    model = shutil.copytree(text_model_path(DEFAULT_TEXT_MODEL), tmp_path / "models" / "minilm")
+    cfg = make_config(ingest={"source": "manifest", "path": str(manifest)},
+                      embed={"text": {"model": os.path.relpath(model)}, "image": {"enabled": False}})
+    run_ingest(cfg)
+    first = run_embed(cfg)[0]
+    assert first.done > 0
+    copy = shutil.copytree(model, tmp_path / "elsewhere" / "minilm")
+    for spelling in (str(model), str(copy)):
+        cfg.embed.text.model = spelling
+        again = run_embed(cfg)[0]
+        assert (again.done, again.skipped) == (0, first.done + first.skipped), spelling
+    with (copy / "README.md").open("a") as readme:  # any change to a small file counts as another model
+        readme.write("changed\n")
+    assert run_embed(cfg)[0].done == first.done

@@ -223,7 +223,7 @@ def test_every_stage_on_s3(s3, make_config, tiny_qwen, ray_local, tmp_path, monk
     assert store.count("description IS NOT NULL") == images
 
     title = store.get([sorted(items)[0]], ["title"])["title"][0].as_py()
-    hits = store.search_vector("text_vec", text_query_vector(store, "text_vec", title), k=3)
+    hits = store.search_vector("text_vec", text_query_vector(store, cfg, "text_vec", title), k=3)
     assert hits[KEY][0].as_py() == sorted(items)[0]
     assert store.neighbours(sorted(items)[1], "clip_vec", k=3).num_rows == 3
 

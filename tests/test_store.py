@@ -658,3 +658,24 @@ def test_concurrent_upserts_of_same_new_ids_do_not_duplicate(tmp_path):
         titles = base.scan(["title"], f"`item_id` LIKE '{prefix}%'")["title"]
         assert len(pc.unique(titles)) == 1  # every row comes from one writer's batch, not a mix
         base.finalize()
+
+
+def test_writer_flushes_by_time_as_well_as_rows(tmp_path):
+    """With rows far below write_batch_rows, the interval alone makes the results durable."""
+    import time
+
+    from pipeline.runtime import FamilyWriter
+
+    store = make_store(tmp_path, write_batch_rows=1000, flush_interval_s=0.2)
+    store.upsert(catalog_rows(["a", "b", "c"]))
+    family = vector_family("vec", 4)
+    writer = FamilyWriter(store, family, total=3, stage="test", progress=False)
+    writer.add(family_rows(family, ["a"], random_vectors(1, 4)))
+    assert "vec" not in store.schema.names  # buffered, nothing written yet
+    time.sleep(0.3)
+    writer.add(family_rows(family, ["b"], random_vectors(1, 4)))
+    assert store.count("vec IS NOT NULL") == 2  # the interval passed: both rows are committed before close
+    writer.add(family_rows(family, ["c"], random_vectors(1, 4)))
+    assert store.count("vec IS NOT NULL") == 2
+    writer.close()
+    assert store.count("vec IS NOT NULL") == 3

