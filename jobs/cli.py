@@ -233,7 +233,7 @@ def search(config: ConfigOption = None, overrides: Overrides = None,
                                                              "clip_vec for --image).")] = None,
            where: Annotated[list[str] | None,
                             typer.Option(help="Filter like 'media_type = video'; repeatable.")] = None,
-           k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+           k: Annotated[int, typer.Option("-k", min=1, help="How many results.")] = 10,
            columns: Annotated[str, typer.Option(help="Comma-separated columns to show; _distance is the "
                                                      "distance to the query.")] = SEARCH_COLUMNS,
            as_json: Annotated[bool, typer.Option("--json", help="Print the results as a JSON array.")] = False):

@@ -204,6 +204,8 @@ class ItemStore:
                       conditions: Sequence[Condition | str] = (), columns: Sequence[str] | None = None,
                       exclude: Sequence[str] = ()) -> pa.Table:
         """Nearest items to a vector, optionally restricted by safe structured conditions."""
+        if k < 1:
+            raise StoreError(f"a search returns at least 1 item, not k={k}")
         schema = self.schema  # one read: each read of a consistent table checks for a newer version
         self._vector_field(column, len(vector), schema)
         where = to_sql(conditions, schema)

@@ -389,6 +389,9 @@ def test_search_vector_k_columns_conditions_exclude(searchable):
     assert hits[KEY].to_pylist() == ["b", "d"]
     hits = searchable.search_vector("vec", query, conditions=["media_type = x' OR '1'='1"])
     assert hits.num_rows == 0
+    for k in (0, -3):
+        with pytest.raises(StoreError, match=f"at least 1 item, not k={k}"):
+            searchable.search_vector("vec", query, k=k)
 
 
 def test_search_vector_errors(searchable):
