@@ -41,7 +41,7 @@ class SubmitError(ConfigError):
 
 
 # The jobs package's modules that are not stages: the other front doors, the demo's builders and shared code.
-NOT_STAGES = frozenset({"cli", "common", "demo", "submit", "tiny_models"})
+NOT_STAGES = frozenset({"cli", "common", "demo", "reference", "submit", "tiny_models"})
 
 
 def job_stages() -> list[str]:
