@@ -60,11 +60,14 @@ def run_describe_audio(cfg: SeerecConfig, force: bool = False) -> StageSummary:
     return run_stage(DESCRIBE_AUDIO, cfg, force)
 
 
+FLAGS = {"force": "re-describe items already described by the same model and prompt"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
     return job_main(run_describe_audio, "Describe what video and audio items sound like with an audio LLM.", argv,
-                    {"force": "re-describe items already described by the same model and prompt"})
+                    FLAGS)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,13 @@ def run_transcribe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
     return run_stage(TRANSCRIBE, cfg, force)
 
 
+FLAGS = {"force": "re-transcribe items already transcribed by the same model and settings"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from jobs.common import job_main
 
-    return job_main(run_transcribe, "Transcribe the speech of video and audio items.", argv,
-                    {"force": "re-transcribe items already transcribed by the same model and settings"})
+    return job_main(run_transcribe, "Transcribe the speech of video and audio items.", argv, FLAGS)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ seeks to each of its evenly spaced pieces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import av
 import numpy as np
 
 from pipeline.config import AudioConfig
-from pipeline.media import MediaError, Source, _failure, _open, _rewound
+from pipeline.media import MediaError, Source, item_failure, open_source, rewound
 
 NO_AUDIO = "no audio stream"
 AUDIO_MEDIA_TYPES = ("video", "audio")
@@ -37,12 +38,13 @@ class DecodedAudio:
     source_seconds: float  # the whole stream's length per its header (0.0 when the header does not say)
 
 
-def decode_audio(uri: str, media_type: str, cfg: AudioConfig) -> DecodedAudio:
-    """The sound of one item; every failure is a MediaError, a silent video a NoAudioStream."""
+def decode_audio(uri: str, media_type: str, cfg: AudioConfig, roots: Sequence[str] = ()) -> DecodedAudio:
+    """The sound of one item; every failure is a MediaError, a silent video a NoAudioStream. Only media
+    inside `roots` is opened (none given: local files only, as for frames)."""
     media_type = str(media_type) if isinstance(media_type, str) else media_type
     if media_type not in AUDIO_MEDIA_TYPES:
         raise MediaError(f"{media_type!r} items have no sound to decode (expected {' or '.join(AUDIO_MEDIA_TYPES)})")
-    source = _open(uri, media_type, cfg)
+    source = open_source(uri, media_type, roots, cfg.max_file_mb)
     try:
         return _decode(source, cfg)
     except NoAudioStream:
@@ -50,11 +52,11 @@ def decode_audio(uri: str, media_type: str, cfg: AudioConfig) -> DecodedAudio:
     except MediaError as exc:
         raise MediaError(f"{media_type} {uri} {exc}") from None
     except Exception as exc:  # av.FFmpegError, ValueError from odd layouts, ...
-        raise _failure(media_type, uri, "could not be decoded", exc) from None
+        raise item_failure(media_type, uri, "could not be decoded", exc) from None
 
 
 def _decode(source: Source, cfg: AudioConfig) -> DecodedAudio:
-    with av.open(_rewound(source)) as container:
+    with av.open(rewound(source)) as container:
         if not container.streams.audio:
             raise NoAudioStream(NO_AUDIO)
         stream = container.streams.audio[0]
@@ -107,7 +109,8 @@ def _piece(container, stream, start: float, seconds: float, rate: int, known_len
     return audio.astype(np.float32, copy=False)
 
 
-def decode_audio_batch(batch: dict[str, np.ndarray], cfg: AudioConfig) -> dict[str, np.ndarray]:
+def decode_audio_batch(batch: dict[str, np.ndarray], cfg: AudioConfig,
+                       roots: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Ray Data `map_batches(batch_format="numpy")` stage: add `audio`, `audio_seconds`, `error`, `skipped`.
 
     A failed or skipped row gets an empty sample array, 0 seconds, and its error record or skip reason; it
@@ -120,22 +123,23 @@ def decode_audio_batch(batch: dict[str, np.ndarray], cfg: AudioConfig) -> dict[s
     skipped = np.full(n, None, dtype=object)
     for i, (uri, media_type) in enumerate(zip(batch["media_uri"], batch["media_type"], strict=True)):
         try:
-            decoded = decode_audio(uri, media_type, cfg)
+            decoded = decode_audio(uri, media_type, cfg, roots)
             audio[i], seconds[i] = decoded.samples, decoded.seconds
         except NoAudioStream as outcome:
             skipped[i] = str(outcome)
         except MediaError as exc:
             errors[i] = str(exc)
         except Exception as exc:  # a bug of ours should still cost one row, not the job
-            errors[i] = str(_failure(media_type, uri, "failed unexpectedly", exc))
+            errors[i] = str(item_failure(media_type, uri, "failed unexpectedly", exc))
     return {**batch, "audio": audio, "audio_seconds": seconds, "error": errors, "skipped": skipped}
 
 
 class AudioDecoder:
-    """Callable class for `map_batches(AudioDecoder, fn_constructor_kwargs={"cfg": cfg}, ...)`."""
+    """Callable class for `map_batches(AudioDecoder, fn_constructor_kwargs={"cfg": cfg, "roots": roots}, ...)`."""
 
-    def __init__(self, cfg: AudioConfig | dict[str, Any]):
+    def __init__(self, cfg: AudioConfig | dict[str, Any], roots: Sequence[str] = ()):
         self.cfg = cfg if isinstance(cfg, AudioConfig) else AudioConfig.model_validate(cfg)
+        self.roots = tuple(roots)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return decode_audio_batch(batch, self.cfg)
+        return decode_audio_batch(batch, self.cfg, self.roots)

@@ -14,6 +14,7 @@ import functools
 import io
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -102,7 +103,7 @@ def decode_video(uri: str, cfg: MediaConfig, backend: str | None = None) -> Deco
         raise ValueError(f"backend must be 'decord' or 'pyav', not {backend!r}")
     if backend == "decord" and decord is None:
         raise MediaError("video backend 'decord' is not installed on this platform")
-    source = _open(uri, "video", cfg)
+    source = open_source(uri, "video", cfg.roots, cfg.max_file_mb)
     try:
         info = _probe_video(source)
         size = _fit(info.width, info.height, cfg.max_side)
@@ -111,7 +112,7 @@ def decode_video(uri: str, cfg: MediaConfig, backend: str | None = None) -> Deco
     except MediaError as exc:
         raise MediaError(f"video {uri} {exc}") from None
     except Exception as exc:  # decoders raise many types (DECORDError, av.FFmpegError, AssertionError, ...)
-        raise _failure("video", uri, "could not be decoded", exc) from None
+        raise item_failure("video", uri, "could not be decoded", exc) from None
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _probe_video(source: Source) -> _VideoInfo:
     decord must be told the output size upfront, and it silently samples from whatever part of a truncated
     file is present, so a file holding fewer frames than its header lists is refused here.
     """
-    with av.open(_rewound(source)) as container:
+    with av.open(rewound(source)) as container:
         if not container.streams.video:
             raise MediaError("has no video stream")
         stream = container.streams.video[0]
@@ -146,7 +147,7 @@ def _probe_video(source: Source) -> _VideoInfo:
 
 
 def _decord_video(source: Source, info: _VideoInfo, size: tuple[int, int], cfg: MediaConfig) -> DecodedMedia:
-    reader = decord.VideoReader(_rewound(source), ctx=decord.cpu(0), width=size[0], height=size[1])
+    reader = decord.VideoReader(rewound(source), ctx=decord.cpu(0), width=size[0], height=size[1])
     fps = float(reader.get_avg_fps() or info.fps)
     total = len(reader)
     indices = frame_indices(total, fps, cfg)
@@ -166,7 +167,7 @@ def _pyav_video(source: Source, info: _VideoInfo, size: tuple[int, int], cfg: Me
     wanted = iter(indices.tolist())
     target = next(wanted)
     frames = []
-    with av.open(_rewound(source)) as container:
+    with av.open(rewound(source)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
@@ -190,7 +191,7 @@ def _times(indices: np.ndarray, fps: float) -> np.ndarray:
 
 def load_image(uri: str, cfg: MediaConfig) -> DecodedMedia:
     """Read an image as one RGB frame, refusing decompression bombs before any pixel is decoded."""
-    source = _open(uri, "image", cfg)
+    source = open_source(uri, "image", cfg.roots, cfg.max_file_mb)
     limit = cfg.max_image_pixels
     bomb = MediaError(f"image {uri} exceeds the {limit}-pixel limit (decompression bomb guard)")
     # PIL's guard is a process-wide setting: set it for this call. PIL warns above it and raises above 2x.
@@ -198,7 +199,7 @@ def load_image(uri: str, cfg: MediaConfig) -> DecodedMedia:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(_rewound(source)) as img:
+            with Image.open(rewound(source)) as img:
                 if img.width * img.height > limit:
                     raise bomb
                 size = _fit(img.width, img.height, cfg.max_side)
@@ -209,7 +210,7 @@ def load_image(uri: str, cfg: MediaConfig) -> DecodedMedia:
     except MediaError:
         raise
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ...
-        raise _failure("image", uri, "could not be decoded", exc) from None
+        raise item_failure("image", uri, "could not be decoded", exc) from None
     size = _fit(rgb.width, rgb.height, cfg.max_side)
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
@@ -224,25 +225,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
+def open_source(uri: str, kind: str, roots: Sequence[str], max_file_mb: float) -> Source:
     """Check that the object lies inside media.roots, exists, is a regular file, is not empty and not too
     big; return a local path or its bytes. Ingest checks the roots too, but a store row may come from
     elsewhere, so nothing is opened unchecked."""
     if not isinstance(uri, str) or not uri.strip():
         raise MediaError(f"{kind} item has no media_uri")
-    refusal = _roots(tuple(cfg.roots)).refusal(uri)
+    refusal = _roots(tuple(roots)).refusal(uri)
     if refusal:
         raise MediaError(refusal)
     if uri_scheme(uri) in _LOCAL_SCHEMES:
         try:
             path = local_path(uri).resolve()  # the very file the roots check resolved, not a symlink to re-follow
         except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
-            raise _failure(kind, uri, "cannot be resolved", exc) from None
+            raise item_failure(kind, uri, "cannot be resolved", exc) from None
         if not path.exists():
             raise MediaError(f"{kind} {uri} is missing")
         if not path.is_file():  # a folder, a device such as /dev/zero, a FIFO that would block the reader
             raise MediaError(f"{kind} {uri} is not a regular file")
-        _check_size(uri, path.stat().st_size, cfg)
+        _check_size(uri, path.stat().st_size, max_file_mb)
         return str(path)
     try:
         import pyarrow.fs
@@ -253,13 +254,13 @@ def _open(uri: str, kind: str, cfg: MediaConfig) -> Source:
             raise MediaError(f"{kind} {uri} is missing")
         if info.type != pyarrow.fs.FileType.File:
             raise MediaError(f"{kind} {uri} is not a regular file")
-        _check_size(uri, info.size, cfg)
+        _check_size(uri, info.size, max_file_mb)
         with fs.open_input_file(path) as remote:
             return io.BytesIO(remote.read())
     except MediaError:
         raise
     except Exception as exc:  # unknown scheme, no credentials, network errors
-        raise _failure(kind, uri, "could not be read", exc) from None
+        raise item_failure(kind, uri, "could not be read", exc) from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -268,21 +269,21 @@ def _roots(roots: tuple[str, ...]) -> MediaRoots:
     return MediaRoots(roots or None)
 
 
-def _check_size(uri: str, size: int, cfg: MediaConfig) -> None:
+def _check_size(uri: str, size: int, max_file_mb: float) -> None:
     if size == 0:
         raise MediaError(f"file {uri} is empty")
-    if size > cfg.max_file_mb * 2**20:
-        raise MediaError(f"file {uri} is {size / 2**20:.1f} MB, over the {cfg.max_file_mb:g} MB limit")
+    if size > max_file_mb * 2**20:
+        raise MediaError(f"file {uri} is {size / 2**20:.1f} MB, over the {max_file_mb:g} MB limit")
 
 
-def _rewound(source: Source) -> Source:
+def rewound(source: Source) -> Source:
     """The same source, read from its start again (in-memory bytes are read more than once)."""
     if not isinstance(source, str):
         source.seek(0)
     return source
 
 
-def _failure(kind: str, uri: str, what: str, exc: Exception) -> MediaError:
+def item_failure(kind: str, uri: str, what: str, exc: Exception) -> MediaError:
     """A one-line error record that names the item and the underlying exception."""
     detail = _DECORD_PREFIX.sub("", str(exc))  # drop decord's "[12:00:00] /src/file.cc:292: " noise
     message = " ".join(f"{kind} {uri} {what} ({type(exc).__name__}: {detail})".split())
@@ -311,7 +312,7 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: MediaConfig) -> dict[str, np
             frames[i], times[i], errors[i] = *_empty(), str(exc)
         except Exception as exc:  # a bug of ours should still cost one row, not the job
             frames[i], times[i] = _empty()
-            errors[i] = str(_failure(media_type, uri, "failed unexpectedly", exc))
+            errors[i] = str(item_failure(media_type, uri, "failed unexpectedly", exc))
     return {**batch, "frames": frames, "frame_times": times, "frame_indices": indices, "source_fps": fps,
             "source_frames": totals, "media_error": errors}
 
@@ -322,10 +323,14 @@ def _empty() -> tuple[np.ndarray, np.ndarray]:
 
 
 class FrameDecoder:
-    """Callable class for `map_batches(FrameDecoder, fn_constructor_kwargs={"cfg": cfg}, ...)`."""
+    """Callable class for `map_batches(FrameDecoder, fn_constructor_kwargs={"cfg": cfg, "roots": roots}, ...)`.
 
-    def __init__(self, cfg: MediaConfig | dict[str, Any]):
+    `roots` (the runner's `decoder_roots`) replace `cfg.roots`: the runner resolves the default roots once."""
+
+    def __init__(self, cfg: MediaConfig | dict[str, Any], roots: Sequence[str] | None = None):
         self.cfg = cfg if isinstance(cfg, MediaConfig) else MediaConfig.model_validate(cfg)
+        if roots is not None:
+            self.cfg = self.cfg.model_copy(update={"roots": list(roots)})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return decode_batch(batch, self.cfg)

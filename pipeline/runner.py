@@ -18,7 +18,7 @@ from pipeline.filters import quote_text, to_sql
 from pipeline.models import same_model
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray
 from pipeline.schema import KEY, Family, is_vector_field
-from pipeline.stage import Stage
+from pipeline.stage import Stage, decoder_roots
 from pipeline.store import ItemStore
 
 
@@ -103,7 +103,8 @@ def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Ta
     data = work_dataset(todo, section.items_per_batch, section.concurrency)
     if stage.decoder is not None:
         data = data.map_batches(
-            stage.decoder.model, fn_constructor_kwargs={"cfg": stage.decoder.section(cfg).model_dump()},
+            stage.decoder.model, fn_constructor_kwargs={"cfg": stage.decoder.section(cfg).model_dump(),
+                                   "roots": decoder_roots(cfg)},
             batch_size=section.items_per_batch, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=section.decode_concurrency),
         )

@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipeline.audio import AudioDecoder
 from pipeline.config import Section, SeerecConfig, StageSection
 from pipeline.media import FrameDecoder
+from pipeline.media_roots import MediaRoots
 from pipeline.schema import Family
 
 
@@ -32,11 +33,20 @@ class StageMetric(Protocol):
 class Decoder:
     """A CPU actor pool ahead of the model that turns each item's media into arrays (frames, later audio).
 
-    `model` is a callable class over numpy batches, built once per actor with `cfg=<section as a dict>`.
+    `model` is a callable class over numpy batches, built once per actor with `cfg=<section as a dict>` and
+    `roots=<the media roots it may open>` (`decoder_roots`: every decoder opens media, so every one is confined).
     """
 
     model: type
     section: Callable[[SeerecConfig], Section]
+
+
+def decoder_roots(cfg: SeerecConfig) -> list[str]:
+    """The folders and URI prefixes a decoder may open: `media.roots`, or by default the catalog's own folder
+    when the config names one (as ingest allows), else none (local files only, never a remote URI)."""
+    if cfg.media.roots or cfg.ingest.path is None:
+        return list(cfg.media.roots)
+    return list(MediaRoots.for_catalog((), cfg.ingest.path).roots)
 
 
 FRAMES = Decoder(FrameDecoder, lambda cfg: cfg.media)

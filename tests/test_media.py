@@ -301,6 +301,27 @@ def test_decode_batch_records_a_refused_row(rooted):
     assert errors[0] is None and "outside the media roots" in errors[1]
 
 
+def test_every_stage_decoder_is_confined_to_the_catalog_folder_by_default(rooted, tmp_path):
+    """With media.roots empty, the decoders of a stage open only what ingest would have let in."""
+    from pipeline.audio import AudioDecoder
+    from pipeline.config import validate_config
+    from pipeline.stage import decoder_roots
+
+    folder, _ = rooted
+    (folder / "sound.wav").write_bytes(b"not read")
+    cfg = validate_config({"ingest": {"path": str(folder / "catalog.parquet")}})
+    roots = decoder_roots(cfg)
+    assert roots == [str(folder.resolve())]
+    assert decoder_roots(validate_config({})) == []  # no catalog named: local files only, never remote
+    assert decoder_roots(validate_config({"media": {"roots": ["/data"]}, "ingest": {"path": "x.csv"}})) == ["/data"]
+    batch = {"item_id": np.array(["ok", "out"]), "media_uri": np.array([str(folder / "tiny.mp4"), "/etc/hostname"]),
+             "media_type": np.array(["video", "video"])}
+    frames = FrameDecoder(cfg.media.model_dump(), roots)(batch)["media_error"].tolist()
+    assert frames[0] is None and "/etc/hostname is outside the media roots" in frames[1]
+    sound = AudioDecoder(cfg.audio.model_dump(), roots)(batch)["error"].tolist()
+    assert "/etc/hostname is outside the media roots" in sound[1] and "outside" not in str(sound[0])
+
+
 @pytest.mark.parametrize("root", ["", "  ", "/data/../etc", "s3://bucket/../x"])
 def test_roots_must_name_a_place_without_climbing(root):
     with pytest.raises(ValueError, match="without '..' segments"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,14 @@ class AudioVisualDecoder:
     """Callable class for `map_batches`: the audio decoder's columns plus `sample_rate`, and with `media` the
     frame decoder's columns, filled for the videos whose sound decoded (the others need no frames)."""
 
-    def __init__(self, cfg: AudioVisualInput | dict[str, Any]):
+    def __init__(self, cfg: AudioVisualInput | dict[str, Any], roots: Sequence[str] = ()):
         self.cfg = AudioVisualInput.model_validate(cfg)
+        self.roots = tuple(roots)
+        if self.cfg.media is not None:
+            self.cfg.media = self.cfg.media.model_copy(update={"roots": list(roots)})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = decode_audio_batch(batch, self.cfg.audio)
+        out = decode_audio_batch(batch, self.cfg.audio, self.roots)
         n = len(batch["item_id"])
         out["sample_rate"] = np.full(n, self.cfg.audio.sample_rate, np.int32)
         if self.cfg.media is None:
