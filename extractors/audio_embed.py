@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from extractors.embed import resolve_device
+from extractors.embed import embed_valid, mean_of_unit_vectors, resolve_device
 from extractors.model_paths import model_location
 from pipeline.config import AudioConfig, AudioEmbedConfig
 from pipeline.schema import error_values
@@ -68,9 +68,7 @@ class ClapAudioEmbedder:
             inputs = self.processor(audio=flat[start:start + self.cfg.windows_per_batch],
                                     sampling_rate=self.cfg.sample_rate, return_tensors="pt").to(self.device)
             vectors.append(self.model.get_audio_features(**inputs).pooler_output.float().cpu())
-        features = torch.nn.functional.normalize(torch.cat(vectors), dim=-1)
-        per_item = features.split([len(w) for w in windows])
-        return torch.stack([torch.nn.functional.normalize(f.mean(0), dim=0) for f in per_item]).numpy()
+        return mean_of_unit_vectors(torch.cat(vectors), [len(w) for w in windows])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["item_id"])
@@ -80,10 +78,6 @@ class ClapAudioEmbedder:
         for i in range(n):
             if i not in ok and skipped[i] is None:
                 errors[i] = errors[i] or "no sound to embed"
-        if ok:
-            try:
-                vectors[ok] = self.embed_items([batch["audio"][i] for i in ok])
-            except Exception as exc:  # the batch failed as a whole: record it on each of its items
-                errors[ok] = f"audio encoder failed: {type(exc).__name__}: {exc}"
+        embed_valid(self.embed_items, [batch["audio"][i] for i in ok], ok, vectors, errors, "audio")
         return {"item_id": batch["item_id"], "vector": vectors, "audio_seconds": batch["audio_seconds"],
                 "error": errors, "skipped": skipped}

@@ -226,9 +226,7 @@ class ClipEmbedder:
         pixels = torch.stack([self.preprocess(self._to_image(f)) for frames in media for f in frames])
         features = torch.cat([self.model.encode_image(chunk.to(self.device)).float().cpu()
                               for chunk in pixels.split(self.cfg.frames_per_batch)])
-        features = torch.nn.functional.normalize(features, dim=-1)
-        per_item = features.split([len(frames) for frames in media])
-        return torch.stack([torch.nn.functional.normalize(f.mean(0), dim=0) for f in per_item]).numpy()
+        return mean_of_unit_vectors(features, [len(frames) for frames in media])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["item_id"])
@@ -237,9 +235,22 @@ class ClipEmbedder:
         ok = [i for i in range(n) if errors[i] is None and len(batch["frames"][i])]
         for i in set(range(n)) - set(ok):
             errors[i] = errors[i] or "no frames to embed"
-        if ok:
-            try:
-                vectors[ok] = self.embed_items([batch["frames"][i] for i in ok])
-            except Exception as exc:  # the batch failed as a whole: record it on each of its items
-                errors[ok] = f"image encoder failed: {type(exc).__name__}: {exc}"
+        embed_valid(self.embed_items, [batch["frames"][i] for i in ok], ok, vectors, errors, "image")
         return {"item_id": batch["item_id"], "vector": vectors, "error": errors}
+
+
+def mean_of_unit_vectors(features: torch.Tensor, counts: list[int]) -> np.ndarray:
+    """One vector per item from its pieces' vectors (a video's frames, a clip's windows): the unit-length
+    mean of their unit vectors, so a long item and a short one weigh alike."""
+    features = torch.nn.functional.normalize(features, dim=-1)
+    return torch.stack([torch.nn.functional.normalize(f.mean(0), dim=0) for f in features.split(counts)]).numpy()
+
+
+def embed_valid(embed, inputs: list, ok: list[int], vectors: np.ndarray, errors: np.ndarray, what: str) -> None:
+    """`vectors[ok] = embed(inputs)`; a batch that fails as a whole records the failure on each of its items."""
+    if not ok:
+        return
+    try:
+        vectors[ok] = embed(inputs)
+    except Exception as exc:  # one error record per item, never a crashed job
+        errors[ok] = f"{what} encoder failed: {type(exc).__name__}: {exc}"
