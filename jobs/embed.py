@@ -30,7 +30,7 @@ from pipeline.stage import FRAMES, AudioSeconds, Decoder, Stage
 
 EMBED_TEXT = Stage(
     name="embed-text", section=lambda cfg: cfg.embed.text, model=TextEmbedder, output="vector",
-    model_id=text_model_id, family=lambda text: vector_family(text.column),
+    model_id=text_model_id, family=lambda text: vector_family(text.column, skippable=True),
     reads=lambda text: template_fields(text.template), where=lambda cfg: cfg.embed.where,
     prepare=render_texts, constants=lambda cfg, text: {"source": text.template}, check=check_text_model,
 )

@@ -27,7 +27,7 @@ from lancedb.index import BTree, IvfHnswSq, IvfPq
 from pipeline.config import StoreConfig
 from pipeline.errors import SeerecError
 from pipeline.filters import Condition, quote_text, to_sql
-from pipeline.schema import KEY, Family, catalog_schema, is_vector_field
+from pipeline.schema import KEY, SKIPPED, Family, catalog_schema, is_vector_field
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +223,15 @@ class ItemStore:
 
     def neighbours(self, item_id: str, column: str, k: int = 10,
                    conditions: Sequence[Condition | str] = ()) -> pa.Table:
-        row = self.get([item_id], [column])
+        skip = f"{column}_{SKIPPED}"
+        row = self.get([item_id], [column, *([skip] if skip in self.schema.names else [])])
         if row.num_rows == 0:
             raise StoreError(f"no item {item_id!r} in the store")
         vector = row[column][0].values
         if vector is None or row[column].null_count:
+            reason = row[skip][0].as_py() if skip in row.column_names else None
+            if reason:  # a recorded outcome (e.g. no text to embed), not work still to do
+                raise StoreError(f"item {item_id!r} has no {column}: {reason}")
             raise StoreError(f"item {item_id!r} has no {column} yet; run the stage that fills it")
         return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions,
                                   exclude=[item_id])

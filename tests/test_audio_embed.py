@@ -111,8 +111,9 @@ def test_embed_text_of_transcripts_and_audio_descriptions(sound_catalog, make_co
                                                  "image": {"enabled": False}}))
         assert summary.total == 5
     rows = {r["item_id"]: r for r in store.scan().to_pylist()}
-    # An empty transcript (the tone) and the items without one have nothing to embed: error records.
-    assert rows["clip"]["transcript_vec"] is not None and rows["tone"]["transcript_vec_error"] == "no text to embed"
+    # An empty transcript (the tone) and the items without one have nothing to embed: a recorded skip.
+    assert rows["clip"]["transcript_vec"] is not None and rows["tone"]["transcript_vec_skipped"] == "no text to embed"
+    assert rows["tone"]["transcript_vec_error"] is None
     assert rows["note"]["audio_description_vec"] is None and rows["tone"]["audio_description_vec"] is not None
     combined, title = np.array(rows["clip"]["sound_vec"]), np.array(rows["clip"]["title_vec"])
     assert rows["clip"]["sound_vec_source"] == templates["sound_vec"]

@@ -13,7 +13,7 @@ import pytest
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
 from jobs.synthetic import make_catalog
-from pipeline.store import ItemStore
+from pipeline.store import ItemStore, StoreError
 from tests.helpers import require_shared
 
 pytestmark = pytest.mark.slow
@@ -141,3 +141,19 @@ def test_resume_does_not_depend_on_how_the_model_path_is_spelled(bad_catalog, ma
     with (copy / "README.md").open("a") as readme:  # any change to a small file counts as another model
         readme.write("changed\n")
     assert run_embed(cfg)[0].done == first.done
+
+
+def test_an_item_with_no_text_is_a_recorded_skip_not_a_pending_error(make_config, tmp_path, ray_local):
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("item_id,media_uri,media_type,title\na,,text,calm blue ocean\nb,,text,\nc,,text,red sports car\n")
+    cfg = make_config(ingest={"source": "manifest", "path": str(manifest)}, embed={"image": {"enabled": False}})
+    run_ingest(cfg)
+    [first] = run_embed(cfg)
+    assert (first.done, first.failed) == (2, 0) and first.extra["no text to embed"] == 1
+    rows = _rows(ItemStore(cfg.store))
+    assert rows["b"]["text_vec"] is None and rows["b"]["text_vec_error"] is None
+    assert rows["b"]["text_vec_skipped"] == "no text to embed"
+    [again] = run_embed(cfg)
+    assert (again.skipped, again.done, again.failed) == (3, 0, 0)  # nothing to retry
+    with pytest.raises(StoreError, match="item .b. has no text_vec: no text to embed"):
+        ItemStore(cfg.store).neighbours("b", "text_vec")
