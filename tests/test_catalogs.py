@@ -132,9 +132,9 @@ def test_duplicate_item_id_keeps_first_row_and_rejects_the_others(tmp_path):
 
 
 def test_kept_duplicate_keeps_its_own_error(tmp_path):
-    path = write_csv(tmp_path / "m.csv", HEADER, "a,,audio,First", "a,,text,Second")
+    path = write_csv(tmp_path / "m.csv", HEADER, "a,,podcast,First", "a,,text,Second")
     catalog = read_manifest(path)
-    assert rows_by_id(catalog)["a"]["ingest_error"].startswith("unknown media_type 'audio'")
+    assert rows_by_id(catalog)["a"]["ingest_error"].startswith("unknown media_type 'podcast'")
     assert catalog.errors == 1 and len(catalog.rejected) == 1
 
 
@@ -175,10 +175,10 @@ def test_csv_with_byte_order_mark(tmp_path):
 
 
 def test_unknown_media_type_is_a_row_error(tmp_path):
-    path = write_csv(tmp_path / "m.csv", HEADER, "a,x.wav,audio,Sound", "b,,,Nothing", "c,,Text,Fine")
+    path = write_csv(tmp_path / "m.csv", HEADER, "a,x.wav,podcast,Sound", "b,,,Nothing", "c,,Text,Fine")
     rows = rows_by_id(read_manifest(path))
-    assert rows["a"]["ingest_error"] == "unknown media_type 'audio' (expected one of video, image, text)"
-    assert rows["a"]["media_type"] == "audio"
+    assert rows["a"]["ingest_error"] == "unknown media_type 'podcast' (expected one of video, image, audio, text)"
+    assert rows["a"]["media_type"] == "podcast"
     assert "unknown media_type" in rows["b"]["ingest_error"] and rows["b"]["media_type"] is None
     assert rows["c"]["media_type"] == "text" and rows["c"]["ingest_error"] is None
 
