@@ -49,7 +49,9 @@ def test_a_checkpoint_at_another_rate_is_refused(tiny_clap):
 
 @pytest.mark.slow
 def test_clap_embeds_sound_skips_silent_videos_and_resumes(sound_catalog, make_config, tiny_clap, ray_local):
+    videos = require_shared("microlens-sample", "videos")  # the real clip lives outside the manifest's folder
     cfg = make_config(ingest={"source": "manifest", "path": str(sound_catalog)},
+                      media={"roots": [str(sound_catalog.parent), str(videos)]},
                       embed={**OFF, "audio": {"enabled": True, "model": tiny_clap, "items_per_batch": 2}})
     run_ingest(cfg)
     [first] = run_embed(cfg)
@@ -95,7 +97,9 @@ def _write_sound_texts(store: ItemStore) -> None:
 
 @pytest.mark.slow
 def test_embed_text_of_transcripts_and_audio_descriptions(sound_catalog, make_config, ray_local):
-    cfg = make_config(ingest={"source": "manifest", "path": str(sound_catalog)})
+    videos = require_shared("microlens-sample", "videos")
+    cfg = make_config(ingest={"source": "manifest", "path": str(sound_catalog)},
+                      media={"roots": [str(sound_catalog.parent), str(videos)]})
     run_ingest(cfg)
     store = ItemStore(cfg.store)
     spoken = {"text": {"template": "{transcript}", "column": "transcript_vec"}, "image": {"enabled": False}}

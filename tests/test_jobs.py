@@ -145,7 +145,8 @@ def test_resume_does_not_depend_on_how_the_model_path_is_spelled(bad_catalog, ma
 
 def test_an_item_with_no_text_is_a_recorded_skip_not_a_pending_error(make_config, tmp_path, ray_local):
     manifest = tmp_path / "items.csv"
-    manifest.write_text("item_id,media_uri,media_type,title\na,,text,calm blue ocean\nb,,text,\nc,,text,red sports car\n")
+    manifest.write_text("item_id,media_uri,media_type,title\n"
+                        "a,,text,calm blue ocean\nb,,text,\nc,,text,red sports car\n")
     cfg = make_config(ingest={"source": "manifest", "path": str(manifest)}, embed={"image": {"enabled": False}})
     run_ingest(cfg)
     [first] = run_embed(cfg)

@@ -30,6 +30,7 @@ def audio_store(make_config, tmp_path):
     manifest = tmp_path / "items.csv"
     manifest.write_text("item_id,media_uri,media_type\n" + "\n".join(rows) + "\n")
     cfg = make_config(ingest={"source": "manifest", "path": str(manifest)}, audio={"max_seconds": 20},
+                      media={"roots": [str(tmp_path), str(videos)]},  # the real videos live outside tmp_path
                       transcribe={"model": TINY_EN, "items_per_batch": 2})
     run_ingest(cfg)
     return cfg
