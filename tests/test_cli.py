@@ -146,7 +146,7 @@ def test_ingest_limit(tmp_path):
     result = run(SEEREC, "ingest", "--path", str(catalog.manifest), "--limit", "5", f"store.uri={tmp_path / 'store'}")
     assert result.returncode == 0, result.stderr
     info = run(SEEREC, "store", "info", f"store.uri={tmp_path / 'store'}")
-    assert "· 5 items ·" in info.stdout, info.stdout
+    assert "· 5 items" in info.stdout, info.stdout  # the line may wrap after it on a narrow terminal
 
 
 @pytest.mark.slow
