@@ -159,7 +159,11 @@ class ItemStore:
             attempts = self._retry(lambda: self.table.to_lance().merge(rows, left_on=KEY), "merge columns")[1]
             return UpsertResult(updated=self.count(f"`{family.time_column}` IS NOT NULL"), attempts=attempts)
         self.ensure_family(family)
-        return self.upsert(rows, insert_new=False)
+        result = UpsertResult()  # in parts: merge_insert joins in a fixed memory pool that a large source exceeds
+        per_merge = max(1, _MERGE_BYTES * rows.num_rows // max(1, rows.nbytes))
+        for offset in range(0, rows.num_rows, per_merge):
+            result += self.upsert(rows.slice(offset, per_merge), insert_new=False)
+        return result
 
     # ---- staged family writes: a stage's flushes are appended, then merged once ---------------------
     def stage_family(self, family: Family, rows: pa.Table, job: str) -> None:
@@ -168,17 +172,18 @@ class ItemStore:
         done for a later run (see `commit_staged`), so a kill loses only what was never flushed."""
         if not _STAGING_JOB.fullmatch(job):
             raise ValueError(f"a job id is a uuid4().hex, not {job!r}; `staging_tables` would not find it")
-        self._missing_fields(family)  # a wrong width fails at the first flush, not at the end
         rows = rows.select(family.schema().names).cast(family.schema())
         name = f"{self._staging_prefix(family.name)}{job}"
         if name in self._staging:  # null vectors mark failed items, as in `upsert`
             self._staging[name].add(rows, on_bad_vectors="null")
         else:
+            self._missing_fields(family)  # a wrong width fails at the first flush, not at the end
             self._staging[name] = self.db.create_table(name, rows, on_bad_vectors="null")
 
     def commit_staged(self, family: Family) -> UpsertResult:
-        """Merge every staging table of the family in one write, then drop them: this job's, and any a killed
-        job left (adopted, so its flushed work is not redone). The item table shows staged rows only after
+        """Merge every staging table of the family in one write (an update of an existing column takes one
+        per 128 MB), then drop them: this job's, and any a killed job left (adopted, so that its flushed work
+        is not redone; a kill before the drop only repeats the merge). The item table shows staged rows only after
         this. Two live jobs must not write the same family: one would adopt the other's staging table."""
         names = self.staging_tables(family.name)
         if not names:
@@ -368,6 +373,7 @@ class ItemStore:
         self.table.restore()
 
 
+_MERGE_BYTES = 128 << 20  # Lance's merge_insert fails on a source of ~300 MB (its join's memory pool)
 _STAGING_JOB = re.compile(r"[0-9a-f]{32}")  # a job's uuid4().hex, so that family `a` never lists `a__b`'s tables
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # Lance allows only these characters in a tag name
 

@@ -296,6 +296,18 @@ def test_leftover_staging_tables_are_adopted_and_the_latest_row_wins(tmp_path):
     assert store.staging_tables("vec") == [] and len(store.staging_tables("other")) == 1  # other families wait
 
 
+def test_a_large_update_is_merged_in_parts(store, monkeypatch):
+    ids = [f"i{i:02d}" for i in range(30)]
+    store.upsert(catalog_rows(ids))
+    family = vector_family("vec", 4)
+    store.write_family(family, family_rows(family, ids, [[0, 0, 0, 0]] * 30))
+    monkeypatch.setattr(store_module, "_MERGE_BYTES", 200)  # a few rows per merge_insert
+    before = store.table.version
+    result = store.write_family(family, family_rows(family, ids, [[1, 1, 1, 1]] * 30, model="b"))
+    assert result.updated == 30 and store.table.version - before > 3
+    assert set(column(store, "vec_model").values()) == {"b"} and len(assert_unique(store)) == 30
+
+
 def test_staging_checks_the_width_at_the_first_flush(store):
     store.upsert(catalog_rows(["a"]))
     store.write_family(vector_family("vec", 4), family_rows(vector_family("vec", 4), ["a"], [[1, 2, 3, 4]]))
