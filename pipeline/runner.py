@@ -2,7 +2,8 @@
 
 pending items (not done by this model and settings, or failed) → summary counts → Ray → a dataset of
 small blocks → the decode pool, if the stage has one → the model actor pool → the driver's `FamilyWriter`
-→ one `store.finalize` at the end of the job → a logged `StageSummary` per stage.
+(flushes staged, merged once per stage) → one `store.finalize` at the end of the job → a logged
+`StageSummary` per stage.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     started = time.perf_counter()
     where = _where(stage, cfg, store)
     settings = {family.extra_column(suffix): values for suffix, values in stage.settings(section).items()}
+    store.commit_staged(family)  # adopt what a killed run of this stage flushed, so that it is not redone
     not_skipped = None if force else _not_skipped(family, model_id, store)
     todo = store.pending(family, model_id, stage.reads(section), force,
                          " AND ".join(f"({c})" for c in filter(None, [where, not_skipped])) or None, settings=settings)

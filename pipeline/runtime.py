@@ -1,9 +1,10 @@
 """What every job shares: logging, joining or starting Ray, bulk writes from the driver, and a summary.
 
 Writes happen on the driver, not in the Ray workers: stage results stream back through
-`iter_batches` and are merged into the store in large batches. One writer means no commit conflicts
-within a job, and a kill loses at most the unflushed rows (`store.write_batch_rows` of them, or
-`store.flush_interval_s` seconds of work), which the next run redoes because those items are not marked done.
+`iter_batches`, are appended to the job's staging table in large batches, and are merged into the item
+table once, at the end of the stage. One writer means no commit conflicts within a job, and a kill loses at
+most the unflushed rows (`store.write_batch_rows` of them, or `store.flush_interval_s` seconds of work): the
+next run adopts the staged batches and redoes only the items never flushed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -83,12 +85,13 @@ class StageSummary:
 
 
 class FamilyWriter:
-    """Buffers a stage's result rows on the driver and merges them into the store in bulk."""
+    """Buffers a stage's result rows on the driver, stages them in bulk, and merges them in on `close`."""
 
     def __init__(self, store: ItemStore, family: Family | Callable[[pa.Table], Family], total: int,
                  stage: str, progress: bool = True):
         # A callable family is resolved from the first rows, when e.g. a vector width becomes known.
         self.store, self._family = store, family
+        self.job = uuid.uuid4().hex  # names this job's staging table
         self.buffer: list[pa.Table] = []
         self.buffered = 0
         self.flushed_at = time.monotonic()
@@ -123,10 +126,12 @@ class FamilyWriter:
     def flush(self) -> None:
         if self.buffer:
             rows = pa.concat_tables(self.buffer)
-            self.result += self.store.write_family(self.family(rows), rows)
+            self.store.stage_family(self.family(rows), rows, self.job)
             self.buffer, self.buffered = [], 0
         self.flushed_at = time.monotonic()
 
     def close(self) -> None:
         self.flush()
+        if not callable(self._family):  # rows were written
+            self.result = self.store.commit_staged(self._family)
         self.bar.close()

@@ -1,9 +1,11 @@
 """The LanceDB item store: one table, one row per item, written in bulk and keyed on `item_id`.
 
 Stages never write rows one at a time. They hand the store Arrow tables holding the key plus their own
-column family, and the store merges them in with `merge_insert`, retrying when another writer committed
-first. Reads used to plan work (what is still to do) go through Lance's scanner so that filters are
-pushed down.
+column family, and the store merges them in, retrying when another writer committed first: a family new to
+the table is joined on as new columns (only those columns are written), an existing one is updated with
+`merge_insert`. A stage's driver stages its flushes first (see `stage_family`) and merges them once at the
+end, because each merge reads the whole item table. Reads used to plan work (what is still to do) go through
+Lance's scanner so that filters are pushed down.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ItemStore:
         self.cfg = cfg
         self._db = None
         self._table = None
+        self._staging: dict = {}  # this handle's open staging tables, by name
 
     # ---- table lifecycle -------------------------------------------------------------------------
     @property
@@ -109,17 +112,21 @@ class ItemStore:
 
     def ensure_family(self, family: Family) -> None:
         """Add a stage's columns (all null) the first time it writes; check widths every time after."""
+        missing = self._missing_fields(family)
+        if missing:
+            self._retry(lambda: self.table.add_columns(pa.schema(missing)), "add columns")
+            log.info("added columns %s", ", ".join(f.name for f in missing))
+
+    def _missing_fields(self, family: Family) -> list[pa.Field]:
+        """The family's fields the table lacks, after checking that those it has hold the family's types."""
         schema = self.schema
-        missing = [f for f in family.fields() if f.name not in schema.names]
         for field in family.fields():
             if field.name in schema.names and schema.field(field.name).type != field.type:
                 raise StoreError(
                     f"store column {field.name!r} holds {schema.field(field.name).type} but this stage "
                     f"writes {field.type}; write to another column or re-create the store"
                 )
-        if missing:
-            self._retry(lambda: self.table.add_columns(pa.schema(missing)), "add columns")
-            log.info("added columns %s", ", ".join(f.name for f in missing))
+        return [f for f in family.fields() if f.name not in schema.names]
 
     # ---- writes ----------------------------------------------------------------------------------
     def upsert(self, rows: pa.Table, insert_new: bool = True) -> UpsertResult:
@@ -144,8 +151,60 @@ class ItemStore:
         return UpsertResult(result.num_inserted_rows, result.num_updated_rows, attempts)
 
     def write_family(self, family: Family, rows: pa.Table) -> UpsertResult:
+        """Write a family's rows onto existing items in one commit; rows for unknown items are dropped."""
+        rows = rows.select(family.schema().names).cast(family.schema())
+        if rows.num_rows and len(self._missing_fields(family)) == len(family.fields()) and self.count():
+            # A new family: a join on item_id that writes only the new columns, far cheaper than an update.
+            _check_unique(rows)
+            attempts = self._retry(lambda: self.table.to_lance().merge(rows, left_on=KEY), "merge columns")[1]
+            return UpsertResult(updated=self.count(f"`{family.time_column}` IS NOT NULL"), attempts=attempts)
         self.ensure_family(family)
-        return self.upsert(rows.select(family.schema().names).cast(family.schema()), insert_new=False)
+        result = UpsertResult()  # in parts: merge_insert joins in a fixed memory pool that a large source exceeds
+        per_merge = max(1, _MERGE_BYTES * rows.num_rows // max(1, rows.nbytes))
+        for offset in range(0, rows.num_rows, per_merge):
+            result += self.upsert(rows.slice(offset, per_merge), insert_new=False)
+        return result
+
+    # ---- staged family writes: a stage's flushes are appended, then merged once ---------------------
+    def stage_family(self, family: Family, rows: pa.Table, job: str) -> None:
+        """Append a flush to the job's staging table: an append never reads the item table and never
+        conflicts, where a merge per flush would read the whole table every time. A flush staged here is
+        done for a later run (see `commit_staged`), so a kill loses only what was never flushed."""
+        if not _STAGING_JOB.fullmatch(job):
+            raise ValueError(f"a job id is a uuid4().hex, not {job!r}; `staging_tables` would not find it")
+        rows = rows.select(family.schema().names).cast(family.schema())
+        name = f"{self._staging_prefix(family.name)}{job}"
+        if name in self._staging:  # null vectors mark failed items, as in `upsert`
+            self._staging[name].add(rows, on_bad_vectors="null")
+        else:
+            self._missing_fields(family)  # a wrong width fails at the first flush, not at the end
+            self._staging[name] = self.db.create_table(name, rows, on_bad_vectors="null")
+
+    def commit_staged(self, family: Family) -> UpsertResult:
+        """Merge every staging table of the family in one write (an update of an existing column takes one
+        per 128 MB), then drop them: this job's, and any a killed job left (adopted, so that its flushed work
+        is not redone; a kill before the drop only repeats the merge). The item table shows staged rows only after
+        this. Two live jobs must not write the same family: one would adopt the other's staging table."""
+        names = self.staging_tables(family.name)
+        if not names:
+            return UpsertResult()
+        rows = _latest_per_key(pa.concat_tables([self.db.open_table(n).to_arrow() for n in names]),
+                               family.time_column)
+        result = self.write_family(family.of_rows(rows), rows)
+        for name in names:
+            self.db.drop_table(name, ignore_missing=True)
+            self._staging.pop(name, None)
+        log.info("merged %d staged %s rows from %d staging table(s)", rows.num_rows, family.name, len(names))
+        return result
+
+    def staging_tables(self, family_name: str) -> list[str]:
+        """The staging tables holding flushed but unmerged rows of a family, one per job that wrote them."""
+        prefix = self._staging_prefix(family_name)
+        return sorted(t for t in self.db.list_tables().tables
+                      if t.startswith(prefix) and _STAGING_JOB.fullmatch(t.removeprefix(prefix)))
+
+    def _staging_prefix(self, family_name: str) -> str:
+        return f"{self.cfg.table}__stage__{family_name}__"
 
     def _retry(self, operation, what: str):
         """Run a commit, retrying with jittered backoff when a concurrent writer won the race."""
@@ -320,6 +379,8 @@ class ItemStore:
         self.table.restore()
 
 
+_MERGE_BYTES = 128 << 20  # Lance's merge_insert fails on a source of ~300 MB (its join's memory pool)
+_STAGING_JOB = re.compile(r"[0-9a-f]{32}")  # a job's uuid4().hex, so that family `a` never lists `a__b`'s tables
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # Lance allows only these characters in a tag name
 
 
@@ -343,3 +404,12 @@ def _check_unique(rows: pa.Table) -> None:
         raise StoreError("rows to write have a null item_id")
     if pc.count_distinct(keys).as_py() != rows.num_rows:
         raise StoreError("rows to write repeat an item_id; the caller must report duplicates before writing")
+
+
+def _latest_per_key(rows: pa.Table, time_column: str) -> pa.Table:
+    """One row per item_id, the most recently written one (a forced re-run can stage an item twice)."""
+    if pc.count_distinct(rows[KEY]).as_py() == rows.num_rows:
+        return rows
+    rows = rows.take(pc.sort_indices(rows, [(time_column, "descending")]))
+    _, first = np.unique(rows[KEY].to_numpy(zero_copy_only=False), return_index=True)
+    return rows.take(np.sort(first))

@@ -98,10 +98,14 @@ def test_concurrent_writers_in_processes_and_threads_lose_nothing(s3):
     families = [vector_family(name, 4) for name in ("va", "vb")]
     same_new = [f"n{i:02d}" for i in range(30)]
 
-    def write_family(family):
+    def write_family(family):  # a column merge of the new family, then staged flushes merged by one merge_insert
         handle = ItemStore(cfg)
-        for start in range(0, len(seed), 20):
-            handle.write_family(family, family_rows(family, seed[start:start + 20], random_vectors(20, 4)))
+        handle.write_family(family, family_rows(family, seed[:20], random_vectors(20, 4)))
+        for start in range(20, len(seed), 20):
+            rows = family_rows(family, seed[start:start + 20], random_vectors(20, 4))
+            handle.stage_family(family, rows, "f" * 32)
+        handle.commit_staged(family)
+        assert handle.staging_tables(family.name) == []
 
     writer = subprocess.Popen([sys.executable, "-c", WRITER, cfg.model_dump_json(), "p"], cwd=REPO,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -86,6 +86,25 @@ def test_declared_stage_runs_resumes_and_records_errors(text_store, ray_local):
     assert store.count() == len(TITLES)  # stage writes never add rows
 
 
+@pytest.mark.slow
+def test_a_killed_runs_flushed_rows_are_adopted_not_redone(text_store, ray_local):
+    """A job killed after some flushes left them in its staging table; the next run merges them and does the rest."""
+    store = ItemStore(text_store.store)
+    family = vector_family("title_len", 2)
+    staged = family.rows(["a", "b"], np.full((2, 2), 99.0, np.float32).tolist(), "title-length:v1", [None, None],
+                         source="{title}")
+    store.stage_family(family, staged, "0" * 32)  # flushed, never merged: the job died here
+    assert "title_len" not in store.schema.names
+    assert store.staging_tables("title_len") == ["items__stage__title_len__" + "0" * 32]
+
+    summary = run_stage(TITLE_LENGTH, text_store)
+    assert (summary.total, summary.skipped, summary.done, summary.failed) == (5, 2, 2, 1)
+    rows = {r["item_id"]: r["title_len"] for r in store.scan(["item_id", "title_len"]).to_pylist()}
+    assert rows["a"] == rows["b"] == [99.0, 99.0]  # the flushed work was kept, not recomputed
+    assert rows["d"] == [21.0, 5.0] and rows["c"] is None
+    assert store.count() == len(TITLES) and store.staging_tables("title_len") == []
+
+
 def test_batch_rows_give_a_vector_family_its_width_and_null_failed_vectors():
     batch = {"item_id": np.array(["a", "b"], object), "vector": np.ones((2, 3), np.float32),
              "error": np.array([None, "boom"], object)}

@@ -263,6 +263,59 @@ def test_write_family_adds_columns_and_only_updates_existing_items(store):
     assert column(store, "title") == {"a": "title a", "b": "title b", "c": "title c"}  # catalog untouched
 
 
+def test_staged_flushes_are_merged_once_and_their_staging_table_dropped(store):
+    store.upsert(catalog_rows(["a", "b", "c", "d"]))
+    family = vector_family("vec", 4)
+    for ids in (["a", "b"], ["c", "ghost"]):
+        store.stage_family(family, family_rows(family, ids, [[1, 2, 3, 4]] * 2), "a" * 32)
+    assert "vec" not in store.schema.names  # reads see staged rows only after the merge
+    assert store.staging_tables("vec") == ["items__stage__vec__" + "a" * 32]
+    result = store.commit_staged(family)
+    assert result.updated == 3
+    assert column(store, "vec") == {"a": [1, 2, 3, 4], "b": [1, 2, 3, 4], "c": [1, 2, 3, 4], "d": None}
+    assert sorted(assert_unique(store)) == ["a", "b", "c", "d"]
+    assert store.staging_tables("vec") == [] and store.db.list_tables().tables == ["items"]
+    assert store.commit_staged(family) == UpsertResult()  # nothing staged: nothing written
+
+
+def test_leftover_staging_tables_are_adopted_and_the_latest_row_wins(tmp_path):
+    store = make_store(tmp_path)
+    store.upsert(catalog_rows(["a", "b", "c"]))
+    family = vector_family("vec", 4)
+    store.write_family(family, family_rows(family, ["c"], [[0, 0, 0, 1]], model="old"))  # a refill: merge_insert
+    killed = ItemStore(store.cfg)  # a job that flushed and died
+    killed.stage_family(family, family_rows(family, ["a", "b"], [[1, 1, 1, 1]] * 2, model="killed"), "b" * 32)
+    later = family_rows(family, ["b", "c"], [[2, 2, 2, 2]] * 2, model="rerun")
+    later = later.set_column(3, family.time_column, pa.array([datetime(2025, 1, 1, tzinfo=UTC)] * 2, TIMESTAMP))
+    store.stage_family(family, later, "c" * 32)
+    store.stage_family(vector_family("other", 4), family_rows(vector_family("other", 4), ["a"], [[3] * 4]), "d" * 32)
+    assert store.staging_tables("vec") == ["items__stage__vec__" + "b" * 32, "items__stage__vec__" + "c" * 32]
+    store.commit_staged(family)
+    assert column(store, "vec_model") == {"a": "killed", "b": "rerun", "c": "rerun"}
+    assert sorted(assert_unique(store)) == ["a", "b", "c"]
+    assert store.staging_tables("vec") == [] and len(store.staging_tables("other")) == 1  # other families wait
+
+
+def test_a_large_update_is_merged_in_parts(store, monkeypatch):
+    ids = [f"i{i:02d}" for i in range(30)]
+    store.upsert(catalog_rows(ids))
+    family = vector_family("vec", 4)
+    store.write_family(family, family_rows(family, ids, [[0, 0, 0, 0]] * 30))
+    monkeypatch.setattr(store_module, "_MERGE_BYTES", 200)  # a few rows per merge_insert
+    before = store.table.version
+    result = store.write_family(family, family_rows(family, ids, [[1, 1, 1, 1]] * 30, model="b"))
+    assert result.updated == 30 and store.table.version - before > 3
+    assert set(column(store, "vec_model").values()) == {"b"} and len(assert_unique(store)) == 30
+
+
+def test_staging_checks_the_width_at_the_first_flush(store):
+    store.upsert(catalog_rows(["a"]))
+    store.write_family(vector_family("vec", 4), family_rows(vector_family("vec", 4), ["a"], [[1, 2, 3, 4]]))
+    wide = vector_family("vec", 8)
+    with pytest.raises(StoreError, match="holds fixed_size_list"):
+        store.stage_family(wide, family_rows(wide, ["a"], [[1] * 8]), "e" * 32)
+
+
 def test_write_family_selects_and_casts_its_columns(store):
     store.upsert(catalog_rows(["a"]))
     family = vector_family("vec", 2)
@@ -625,11 +678,13 @@ def test_concurrent_family_writes_and_upserts_lose_nothing(tmp_path):
     base.upsert(catalog_rows(ids))
     families = [vector_family(name, 4) for name in ("va", "vb", "vc")]
 
-    def write(family):
+    def write(family):  # a column merge of the new family, then staged flushes merged by one merge_insert
         handle = ItemStore(cfg)
-        for start in range(0, len(ids), 40):
+        handle.write_family(family, family_rows(family, ids[:40], random_vectors(40, 4)))
+        for start in range(40, len(ids), 40):
             chunk = ids[start:start + 40]
-            handle.write_family(family, family_rows(family, chunk, random_vectors(len(chunk), 4)))
+            handle.stage_family(family, family_rows(family, chunk, random_vectors(len(chunk), 4)), "f" * 32)
+        handle.commit_staged(family)
 
     def insert(part):
         ItemStore(cfg).upsert(catalog_rows([f"new{part}-{i}" for i in range(30)]))
