@@ -166,15 +166,18 @@ CLIP_WEIGHTS = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
 
 
 def check_clip_model(cfg: ImageEmbedConfig) -> None:
-    """Fail on the driver, before Ray starts, when the CLIP model or its pretrained weights cannot be loaded."""
-    import open_clip
+    """Fail on the driver, before Ray starts, when the CLIP model or its pretrained weights cannot be loaded.
 
+    open_clip (and the transformers it imports) is loaded only to check a registry name: a folder or a hub
+    repo needs no registry, and the driver need not pay seconds of imports for it."""
     model, pretrained = cfg.model, cfg.pretrained
     if model.startswith(LOCAL_DIR):
         return check_folder(model.removeprefix(LOCAL_DIR), "embed.image.model", ["open_clip_config.json"], "clip")
     if model.startswith(HF_HUB):
         repo = model.removeprefix(HF_HUB)
         return check_hub([repo], "embed.image.model", ["open_clip_config.json"], f"the open_clip model {repo}")
+    import open_clip
+
     if model not in open_clip.list_models():
         raise ModelError(f"embed.image.model: open_clip has no model {model!r}; name one of open_clip's models "
                          "(e.g. ViT-B-32), or a checkpoint folder as local-dir:DIR (`seerec make-test-model "
