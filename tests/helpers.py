@@ -35,6 +35,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,3 +188,14 @@ def marked_pids(match) -> list[int]:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def flushed_descriptions(store) -> pa.Table:
+    """The descriptions a describe job has flushed: in its staging table until the stage ends, then in the item
+    table (a kill or a progress probe must look in both)."""
+    columns = ["item_id", "description", "description_at"]
+    tables = [store.db.open_table(name).to_arrow().select(columns) for name in store.staging_tables("description")]
+    if "description" in store.schema.names:
+        tables.append(store.scan(columns))
+    rows = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
+    return rows.filter(pc.is_valid(rows["description"]))

@@ -179,6 +179,7 @@ def test_search_json_columns_filters_and_the_configs_encoder(tmp_path):
 
     cfg = load_config(None, [store])
     items = ItemStore(cfg.store)
+    _text_embedder.cache_clear()  # an earlier test in this process may have loaded an encoder
     first, again = (text_query_vector(items, cfg, "text_vec", query) for query in ("ocean", "cat"))
     assert first.shape == again.shape == (384,) and _text_embedder.cache_info().misses == 1
 

@@ -20,7 +20,7 @@ from jobs.submit import EXIT_CODES, submit
 from jobs.synthetic import make_catalog
 from pipeline.config import load_config
 from pipeline.store import ItemStore
-from tests.helpers import REPO, LocalCluster
+from tests.helpers import REPO, LocalCluster, flushed_descriptions
 from tests.test_store import assert_unique
 
 pytestmark = pytest.mark.slow
@@ -93,7 +93,7 @@ def store_rows(config: Path, columns: list[str]):
 
 
 def described(store: ItemStore) -> int:
-    return store.count("description IS NOT NULL") if "description" in store.schema.names else 0
+    return flushed_descriptions(store).num_rows
 
 
 def test_embed_and_describe_at_once_run_on_both_nodes_and_write_every_row_once(tmp_path, tiny_qwen, tiny_clip):

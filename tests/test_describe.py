@@ -10,8 +10,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 import yaml
 
@@ -31,7 +29,7 @@ from jobs.synthetic import make_catalog
 from pipeline.config import DescribeConfig, PromptConfig, load_config
 from pipeline.models import model_identity
 from pipeline.store import ItemStore
-from tests.helpers import require_shared, vllm_gpu_missing
+from tests.helpers import flushed_descriptions, require_shared, vllm_gpu_missing
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -243,14 +241,14 @@ def test_killed_job_resumes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
     job = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and _described(store) < 4:
+        while time.time() < deadline and flushed_descriptions(store).num_rows < 4:
             time.sleep(0.2)
-        written = _described(store)
+        written = flushed_descriptions(store).num_rows
         assert 4 <= written < 40, f"the kill came too late or never ({written} rows written)"
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
-    first = _flushed(store)
+    first = flushed_descriptions(store)
     assert store.staging_tables("description"), "the killed job's flushes wait in its staging table"
     assert subprocess.run(command, timeout=300).returncode == 0
     final = store.scan(["item_id", "description", "description_at"])
@@ -260,17 +258,3 @@ def test_killed_job_resumes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
     for row in first.to_pylist():  # the first run's rows are untouched by the second
         assert by_id[row["item_id"]]["description_at"] == row["description_at"]
         assert by_id[row["item_id"]]["description"] == row["description"]
-
-
-def _described(store: ItemStore) -> int:
-    return _flushed(store).num_rows
-
-
-def _flushed(store: ItemStore) -> pa.Table:
-    """The descriptions the job has flushed: in its staging table until the stage ends, then in the item table."""
-    columns = ["item_id", "description", "description_at"]
-    tables = [store.db.open_table(name).to_arrow().select(columns) for name in store.staging_tables("description")]
-    if "description" in store.schema.names:
-        tables.append(store.scan(columns))
-    rows = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({c: [] for c in columns})
-    return rows.filter(pc.is_valid(rows["description"]))
