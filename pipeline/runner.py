@@ -12,13 +12,12 @@ import time
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.config import SeerecConfig, StageSection
 from pipeline.filters import quote_text, to_sql
 from pipeline.models import same_model
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray
-from pipeline.schema import KEY, Family, is_vector_field
+from pipeline.schema import Family, is_vector_field
 from pipeline.stage import Stage, decoder_roots
 from pipeline.store import ItemStore
 
@@ -49,11 +48,8 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     where = _where(stage, cfg, store)
     settings = {family.extra_column(suffix): values for suffix, values in stage.settings(section).items()}
     store.commit_staged(family)  # adopt what a killed run of this stage flushed, so that it is not redone
-    not_skipped = None if force else _not_skipped(family, model_id, store)
-    todo = store.pending(family, model_id, stage.reads(section), force,
-                         " AND ".join(f"({c})" for c in filter(None, [where, not_skipped])) or None, settings=settings)
-    for alias in [] if force else _aliases(store, family, model_id):
-        todo = todo.filter(pc.is_in(todo[KEY], store.pending(family, alias, [], False, where, settings)[KEY]))
+    todo = store.pending(family, model_id, stage.reads(section), force, where, settings=settings,
+                         also_done_by=[] if force else _aliases(store, family, model_id))
     total = store.count(where)
     summary = StageSummary(stage.name, model_id, total=total, skipped=total - todo.num_rows)
     metrics = [metric() for metric in stage.metrics]
@@ -75,14 +71,6 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
         summary.extra.update(metric.extra(summary.seconds))
     summary.log()
     return summary
-
-
-def _not_skipped(family: Family, model_id: str, store: ItemStore) -> str | None:
-    """Items this model skipped (e.g. no audio stream) stay done: they have no value, but nothing to retry."""
-    skip, model = family.skip_column, family.model_column
-    if skip is None or skip not in store.schema.names:
-        return None
-    return f"`{skip}` IS NULL OR `{model}` IS NULL OR `{model}` != {quote_text(model_id)}"
 
 
 def _aliases(store: ItemStore, family: Family, model_id: str) -> list[str]:

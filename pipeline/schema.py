@@ -70,7 +70,7 @@ class Family:
     @property
     def skip_column(self) -> str | None:
         """`<value>_skipped`, where the family records items its stage does not apply to (e.g. a silent video
-        for an audio stage): a reason, a null value and no error, which the runner counts as done."""
+        for an audio stage): a reason, a null value and no error, which `ItemStore.pending` counts as done."""
         name = f"{self.name}_{SKIPPED}"
         return name if name in {field.name for field in self.extras} else None
 

@@ -233,18 +233,25 @@ class ItemStore:
             raise StoreError(f"the store has no column {missing[0]!r}; available: {', '.join(names)}")
 
     def pending(self, family: Family, model_id: str, columns: Sequence[str], force: bool = False,
-                where: str | None = None, settings: dict[str, Sequence[str]] | None = None) -> pa.Table:
-        """Rows a stage still has to do: never done by this model (and, per `settings` column, with one of the
-        accepted values, e.g. the current prompt ids), or failed last time."""
+                where: str | None = None, settings: dict[str, Sequence[str]] | None = None,
+                also_done_by: Sequence[str] = ()) -> pa.Table:
+        """Rows a stage still has to do: never done by this model (or by `also_done_by`, other recorded ids of
+        the same model), with, per `settings` column, one of the accepted values (e.g. the current prompt
+        ids), or failed last time. An item the model skipped (a reason in the family's skip column, no value)
+        is done: there is nothing to retry."""
         conditions = [where] if where else []
-        if not force and family.model_column in self.schema.names:
+        schema = self.schema
+        if not force and family.model_column in schema.names:
+            models = ", ".join(quote_text(m) for m in (model_id, *also_done_by))
+            other_model = [f"`{family.model_column}` IS NULL", f"`{family.model_column}` NOT IN ({models})"]
             # Spelled out with IS NULL, because `NOT (model = x AND ...)` is NULL, not true, when model is NULL.
-            redo = [f"`{family.model_column}` IS NULL", f"`{family.model_column}` != {quote_text(model_id)}",
-                    f"`{family.error_column}` IS NOT NULL", f"`{family.name}` IS NULL"]
+            redo = [*other_model, f"`{family.error_column}` IS NOT NULL", f"`{family.name}` IS NULL"]
             for column, accepted in (settings or {}).items():
                 values = ", ".join(quote_text(v) for v in accepted)
                 redo += [f"`{column}` IS NULL", f"`{column}` NOT IN ({values})"]
             conditions.append(" OR ".join(redo))
+            if family.skip_column in schema.names:  # skipped by this model: done, whatever the settings
+                conditions.append(" OR ".join([f"`{family.skip_column}` IS NULL", *other_model]))
         return self.scan([KEY, *columns], " AND ".join(f"({c})" for c in conditions) or None)
 
     def get(self, item_ids: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:

@@ -393,6 +393,22 @@ def test_pending_skips_done_rows_and_keeps_failed_ones(store):
     assert pending("model-a", where="`title` != 'title never'") == ["failed", "other"]
 
 
+def test_pending_counts_other_ids_of_the_model_and_its_skips_as_done(store):
+    store.upsert(catalog_rows(["old-spelling", "skipped", "never"]))
+    family = vector_family("vec", 3, skippable=True)
+    rows = family.rows(pa.array(["old-spelling", "skipped"]), pa.array([[1.0, 2.0, 3.0], None], vector_type(3)),
+                       "model-a", [None, None], source="{title}", skipped=[None, "no text to embed"])
+    store.write_family(family, rows)
+
+    def pending(model, **kw):
+        return sorted(store.pending(family, model, [], **kw)[KEY].to_pylist())
+
+    assert pending("model-a") == ["never"]  # the skipped item is done: nothing to retry
+    assert pending("model-a", force=True) == ["never", "old-spelling", "skipped"]
+    assert pending("model-a2") == ["never", "old-spelling", "skipped"]
+    assert pending("model-a2", also_done_by=["model-a"]) == ["never"]  # another recorded id of the same model
+
+
 def test_pending_model_id_is_quoted(store):
     store.upsert(catalog_rows(["a"]))
     family = vector_family("vec", 3)
