@@ -109,12 +109,11 @@ class FamilyWriter:
     def add(self, rows: pa.Table) -> None:
         family = self.family(rows)
         errors = rows[family.error_column]
+        skips = rows[family.skip_column].drop_null().to_pylist() if family.skip_column else []
         self.failed += len(errors) - errors.null_count
-        self.done += errors.null_count
-        if family.skip_column:
-            for reason in rows[family.skip_column].drop_null().to_pylist():
-                self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
-                self.done -= 1
+        self.done += errors.null_count - len(skips)  # a skipped row has no error, and is not done either
+        for reason in skips:
+            self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
         self.buffer.append(rows)
         self.buffered += rows.num_rows
         self.bar.update(rows.num_rows)
