@@ -74,9 +74,10 @@ def run_quantize(cfg: SeerecConfig, assign_only: bool = False) -> StageSummary:
         ok = np.isfinite(X).all(axis=1)
         if not assign_only:
             tokenizer.fit(X[ok])
-        codes = tokenizer.encode(X[ok])
-        distances = tokenizer.last_level_distances(X[ok]) if method == "reassign" else None
-        ids_written = resolve(codes, method, distances, taken)
+        if ok.any():  # assign-only may find nothing but vectors holding NaN, which only get their error again
+            codes = tokenizer.encode(X[ok])
+            distances = tokenizer.last_level_distances(X[ok]) if method == "reassign" else None
+            ids_written = resolve(codes, method, distances, taken)
         if not assign_only:
             tokenizer.save(out_dir, {"collisions": method})
             diag = diagnose(tokenizer, X[ok], codes, ids_written, method)
