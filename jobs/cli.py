@@ -124,8 +124,77 @@ def compare(config: ConfigOption = None, overrides: overrides_arg("train.epochs=
     from jobs.train import run_comparison
 
     listed = f"[{models}]" if models else None
-    table = run_comparison(_config(config, overrides, verbose, **{"compare.models": listed}))
-    _print_table(table.to_dict("records"), "comparison (test)")
+    cfg = _config(config, overrides, verbose, **{"compare.models": listed})
+    table = run_comparison(cfg)
+    print_comparison(table.to_dict("records"), Path(cfg.train.runs_dir) / cfg.compare.name / "compare.md")
+
+
+# The columns a comparison too wide for the terminal keeps (the markdown file has them all).
+COMPARE_KEY_COLUMNS = ("model", "features", "overrides", "valid_ndcg@10", "test_recall@10", "test_ndcg@10",
+                       "best_epoch")
+
+
+def print_comparison(rows: list[dict], markdown: Path) -> None:
+    """The comparison table, or, when it is wider than the terminal, its key columns and where the rest is."""
+    unbounded = console.options.update_width(10_000)  # measured at its natural width, not cut to the terminal
+    if rows and console.measure(_table(rows, "comparison (test)"), options=unbounded).maximum > console.width:
+        rows = [{k: v for k, v in row.items() if k in COMPARE_KEY_COLUMNS} for row in rows]
+        _print_table(rows, "comparison (test), key columns")
+        console.print(f"the full table is wider than the terminal; every column is in {markdown}")
+    else:
+        _print_table(rows, "comparison (test)")
+
+
+@app.command()
+@user_errors
+def recommend(run_dir: Annotated[Path, typer.Argument(help="Run folder written by `seerec train`.")],
+              user: Annotated[str | None, typer.Option(help="Top k for this user of the run.")] = None,
+              history: Annotated[str | None, typer.Option(help="Top k for a new user with these item ids "
+                                                               "(comma-separated, oldest first).")] = None,
+              all_users: Annotated[bool, typer.Option("--all", help="Every user of the run, as a Ray Data job "
+                                                                    "(needs --out).")] = False,
+              out: Annotated[str | None, typer.Option(help="--all output: a .parquet file, a LanceDB folder, or "
+                                                           "'store' (a table in the run's item store).")] = None,
+              k: Annotated[int | None, typer.Option("-k", help="How many items per user (default 10).")] = None,
+              include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already has.")
+                                      ] = False,
+              as_json: Annotated[bool, typer.Option("--json", help="Print one user's items as JSON.")] = False,
+              config: ConfigOption = None, overrides: overrides_arg("recommend.actors=2") = None,
+              verbose: Verbose = False):
+    """Recommend items from a trained run: for one user, a new user's history, or all users (Parquet/LanceDB)."""
+    if sum([user is not None, history is not None, all_users]) != 1:
+        raise typer.BadParameter("give exactly one of --user, --history or --all")
+    extra = {"recommend.run_dir": str(run_dir), "recommend.k": k, "recommend.out": out,
+             "recommend.exclude_seen": "false" if include_seen else None}
+    cfg = _config(config, overrides, verbose, **extra)
+    if as_json:
+        setup_logging(verbose, to_stderr=True)  # stdout carries the JSON alone
+    if all_users:
+        from jobs.recommend import run_recommend
+
+        run_recommend(cfg)
+        return
+    from recommenders.serve import Server
+
+    rcfg = cfg.recommend
+    server = Server.from_run(rcfg.run_dir, rcfg.device)
+    if user is not None:
+        rows = server.for_user(user, rcfg.k, rcfg.exclude_seen).to_pylist()
+    else:
+        rows = server.for_history(history.split(","), rcfg.k, rcfg.exclude_seen).to_pylist()
+    titles = server.titles([r["item_id"] for r in rows if r["item_id"] is not None])
+    for row in rows:
+        row["title"] = titles.get(row["item_id"])
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    shown = ["rank", "item_id", *(["title"] if titles else []), "score"]
+    if rows and rows[0]["note"]:
+        console.print(f"{rows[0]['user_id']}: {rows[0]['note']}")
+        return
+    who = f"user {user}" if user is not None else "a new user"
+    seen = "seen items excluded" if rcfg.exclude_seen else "seen items included"
+    _print_table([{c: r[c] for c in shown} for r in rows], f"top {rcfg.k} for {who} ({server.model.name}, {seen})")
 
 
 @app.command()
@@ -165,7 +234,7 @@ def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose
 @app.command(context_settings={"ignore_unknown_options": True})
 @user_errors
 def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|transcribe|"
-                                                          "quantize|train")],
+                                                          "quantize|train|recommend")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
                                                      "http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
                                                      "then $RAY_ADDRESS, as Ray's own CLI).",
@@ -326,13 +395,17 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the catalog, store a
     run_demo(out, n_items=items, n_users=users, seed=seed)
 
 
-def _print_table(rows: list[dict], title: str) -> None:
+def _table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for name in rows[0] if rows else ["(none)"]:
         table.add_column(str(name))
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
-    console.print(table)
+    return table
+
+
+def _print_table(rows: list[dict], title: str) -> None:
+    console.print(_table(rows, title))
 
 
 def show_version(value: bool) -> None:

@@ -379,6 +379,27 @@ class CompareConfig(Section):
     name: str = "compare"
 
 
+class RecommendConfig(Section):
+    """`seerec recommend`: top-k items from a trained run folder, for one user or as a batch over all users."""
+
+    # The run folder written by `seerec train` (runs/<name>).
+    run_dir: str | None = None
+    k: int = Field(10, ge=1)
+    # Leave the items a user already has (their history in the run's data) out of the recommendations.
+    exclude_seen: bool = True
+    # Batch output (`--all`): a .parquet file, a LanceDB folder (any other path; table `table`), or `store`:
+    # a table next to the items in the run's item store.
+    out: str | None = None
+    table: str = "recommendations"
+    # Users per model call, and the Ray Data actors holding one model each (GPUs per actor: 0 on CPU).
+    batch_size: int = Field(1024, ge=1)
+    actors: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0)
+    device: str = "auto"
+    # Torch CPU threads per actor on the CPU (None: torch's default).
+    cpu_threads: int | None = Field(None, ge=1)
+
+
 DEFAULT_VIDEO_PROMPT = (
     "Watch this short video and write one self-contained paragraph that describes it for a recommender "
     "system. Say who and what appears on screen, what the core content is and what happens, the mood and "
@@ -528,6 +549,7 @@ class SeerecConfig(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SeerecConfig:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+from rich.console import Console
 from rich.logging import RichHandler
 from tqdm.auto import tqdm
 
@@ -29,10 +30,11 @@ from pipeline.store import ItemStore, UpsertResult
 log = logging.getLogger("seerec")
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, to_stderr: bool = False) -> None:
+    """Rich log lines on stdout, or on stderr (`to_stderr`) where stdout carries data such as JSON."""
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)], force=True)
+    handler = RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=True) if to_stderr else None)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     # Ray starts its raylet with fork+exec after LanceDB is loaded; exec makes that safe, so the
     # fork warnings that LanceDB and Lance print for it are noise.
     warnings.filterwarnings("ignore", message=".*fork.*", category=RuntimeWarning)

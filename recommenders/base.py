@@ -10,6 +10,8 @@ What a model declares (class attributes):
   them from the store; the base class keeps them as a buffer (`features`, float32, or `semantic_ids`, int64),
   so that a checkpoint is self-contained.
 - `trainable`: False for models fitted by `prepare` alone (no gradient steps).
+- `user_embeddings`: True for models that score a user by a learned per-user embedding, so only users of
+  the training data can be ranked (a new user's history alone gives them nothing to score).
 
 What the training loop (`recommenders.train`) calls:
 - `prepare(train)`: statistics that need no gradient (popularity counts, the LightGCN graph);
@@ -63,6 +65,7 @@ class Recommender(nn.Module, ABC):
     config_class: ClassVar[type[Section]]  # set by @register
     item_inputs: ClassVar[ItemInputs] = "ids"
     trainable: ClassVar[bool] = True
+    user_embeddings: ClassVar[bool] = False
 
     def __init__(self, n_users: int, n_items: int, config: Section, features: torch.Tensor | None = None):
         super().__init__()
@@ -138,9 +141,11 @@ class Recommender(nn.Module, ABC):
                   exclude_history: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, item indexes) of the top k items per user; ties go to the lower item index."""
         scores = self.score(users.to(self.device), histories).float()
-        if exclude_history:
-            for row, history in enumerate(histories):
-                scores[row, torch.as_tensor(history, dtype=torch.long, device=scores.device)] = -torch.inf
+        if exclude_history and len(histories):
+            lengths = torch.tensor([len(h) for h in histories])
+            rows = torch.repeat_interleave(torch.arange(len(histories)), lengths).to(scores.device)
+            cols = torch.from_numpy(np.concatenate([np.asarray(h, np.int64) for h in histories])).to(scores.device)
+            scores[rows, cols] = -torch.inf
         return torch.topk(scores, min(k, self.n_items), dim=1, sorted=True)
 
     def start_evaluation(self) -> None:

@@ -26,6 +26,8 @@ class BPRConfig(Section):
 class BPR(Recommender):
     """Matrix factorisation trained to rank each training item above a sampled other item."""
 
+    user_embeddings = True
+
     def __init__(self, n_users: int, n_items: int, config: BPRConfig, features=None):
         super().__init__(n_users, n_items, config)
         self.reg = config.reg

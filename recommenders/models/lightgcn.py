@@ -30,6 +30,8 @@ class LightGCNConfig(Section):
 class LightGCN(Recommender):
     """User and item embeddings smoothed over the interaction graph, trained with BPR."""
 
+    user_embeddings = True
+
     def __init__(self, n_users: int, n_items: int, config: LightGCNConfig, features=None):
         super().__init__(n_users, n_items, config)
         self.layers, self.reg = config.layers, config.reg
