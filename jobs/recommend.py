@@ -1,14 +1,15 @@
 """Recommend from a trained run (`seerec recommend`, `python -m jobs.recommend`, `seerec submit recommend`).
 
-    seerec recommend runs/sasrec-beauty --user A1YJEY40YUW4SE -k 10
-    seerec recommend runs/sasrec-beauty --history B0009RF9DW,B000ASDGK8 --json
+    seerec recommend runs/sasrec-beauty --user 9 -k 10
+    seerec recommend runs/sasrec-beauty --history 4,22,63 --json
     seerec recommend runs/sasrec-beauty --all --out recs.parquet
     python -m jobs.recommend recommend.run_dir=runs/sasrec-beauty recommend.out=recs.parquet
 
 The batch (`--all`, and the job) is a Ray Data job: the user indexes are mapped by an actor pool whose actors
-each hold the model (`recommenders.serve.BatchRecommender`), and the rows stream back to the driver, which
-writes them: Parquet to a temporary file renamed into place at the end, LanceDB as one overwrite commit at the
-end. Either way a killed job leaves the previous output (or none), never a partial one passed off as complete.
+each hold the model (`recommenders.serve.BatchRecommender`, given the run folder's files, so they load it on
+any node), and the rows stream back to the driver, which writes them: Parquet to a temporary file renamed
+into place at the end, LanceDB as one overwrite commit at the end. Either way a killed job leaves the previous
+output (or none), never a partial one passed off as complete.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from pipeline.config import ConfigError, RecommendConfig, SeerecConfig
 from pipeline.runtime import init_ray
 from recommenders.runs import load_serving
-from recommenders.serve import OUTPUT_SCHEMA, BatchRecommender
+from recommenders.serve import OUTPUT_SCHEMA, BatchRecommender, run_files
 
 log = logging.getLogger("seerec.recommend")
 
@@ -57,7 +58,7 @@ def run_recommend(cfg: SeerecConfig) -> RecommendSummary:
                           "store)")
     data = load_serving(rcfg.run_dir)  # an unusable run folder is one sentence, before Ray starts
     started = time.perf_counter()
-    batches = recommend_batches(cfg, len(data.user_ids))
+    batches = recommend_batches(cfg, len(data.user_ids), run_files(rcfg.run_dir))
     if rcfg.out.endswith(".parquet"):
         rows, noted = write_parquet(batches, Path(rcfg.out), len(data.user_ids))
         where = rcfg.out
@@ -70,7 +71,7 @@ def run_recommend(cfg: SeerecConfig) -> RecommendSummary:
     return summary
 
 
-def recommend_batches(cfg: SeerecConfig, n_users: int):
+def recommend_batches(cfg: SeerecConfig, n_users: int, files: dict[str, bytes]):
     """The Ray Data job: user indexes -> actor pool of models -> OUTPUT_SCHEMA batches, streamed back."""
     import ray
 
@@ -82,7 +83,7 @@ def recommend_batches(cfg: SeerecConfig, n_users: int):
     recommended = users.map_batches(
         BatchRecommender, batch_format="pyarrow", batch_size=rcfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=rcfg.actors), num_gpus=rcfg.num_gpus or None,
-        fn_constructor_kwargs={"run_dir": str(Path(rcfg.run_dir).resolve()), "k": rcfg.k,
+        fn_constructor_kwargs={"files": files, "name": Path(rcfg.run_dir).resolve().name, "k": rcfg.k,
                                "exclude_seen": rcfg.exclude_seen, "device": device,
                                "cpu_threads": rcfg.cpu_threads})
     return recommended.iter_batches(batch_format="pyarrow", batch_size=None)

@@ -5,12 +5,14 @@
 after training (`add_new_items`), so those are recommendable without retraining. `Server.rows(users,
 histories)` ranks a batch and returns one row per recommendation (user_id, rank 1..k, item_id, score);
 a user with nothing to recommend gets one row with a `note` instead, so a batch never stops for one user.
-`BatchRecommender` is the same as a callable class over batches of user indexes (what a Ray Data actor holds).
+`BatchRecommender` is the same as a callable class over batches of user indexes (what a Ray Data actor holds),
+built from the run folder's files (`run_files`) rather than its path, so actors on other nodes can load it.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +132,30 @@ class Server:
         return {k: t for k, t in zip(table[KEY].to_pylist(), table["title"].to_pylist(), strict=True) if t}
 
 
-class BatchRecommender:
-    """Holds one run's model; called on batches of user indexes (column `id`), returns OUTPUT_SCHEMA rows."""
+SERVED_FILES = ("model.json", "model.pt", "items.json", "users.json", "histories.parquet", "config.yaml")
 
-    def __init__(self, run_dir: str, k: int, exclude_seen: bool = True, device: str = "cpu",
+
+def run_files(run_dir: str | Path) -> dict[str, bytes]:
+    """The files of a run folder that serving reads, as bytes: they travel with a job's actors, so a worker
+    node needs no access to the driver's disk."""
+    load_serving(run_dir)  # an unusable folder is one sentence here, on the driver
+    return {name: (Path(run_dir) / name).read_bytes() for name in SERVED_FILES}
+
+
+class BatchRecommender:
+    """Holds one run's model; called on batches of user indexes (column `id`), returns OUTPUT_SCHEMA rows.
+
+    Built from `run_files`: the actor writes them to its own temporary folder and loads the run from there."""
+
+    def __init__(self, files: dict[str, bytes], name: str, k: int, exclude_seen: bool = True, device: str = "cpu",
                  cpu_threads: int | None = None):
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
+        self.folder = tempfile.TemporaryDirectory(prefix="seerec-run-")
+        run_dir = Path(self.folder.name) / name
+        run_dir.mkdir()
+        for file, content in files.items():
+            (run_dir / file).write_bytes(content)
         self.server = Server.from_run(run_dir, device)
         self.k, self.exclude_seen = k, exclude_seen
 

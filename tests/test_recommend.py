@@ -193,3 +193,15 @@ def test_a_comparison_wider_than_the_terminal_keeps_the_key_columns(monkeypatch,
         text = console.export_text()
         assert ("test_recall@20" in text) is wide and ("test_ndcg@10" in text or not wide)
         assert (str(markdown) in text) is not wide
+
+
+def test_submit_recommend_ships_the_batch_job():
+    from jobs.submit import submission
+    from pipeline.config import ConfigError, load_config
+    from tests.helpers import REPO
+
+    cfg = load_config(None, ["recommend.run_dir=runs/x", "recommend.out=recs.parquet"])
+    assert submission("recommend", "", [], REPO, cfg, {}, [])["entrypoint"] == \
+        "python -m jobs.recommend --config-env SEEREC_CONFIG_YAML"
+    with pytest.raises(ConfigError, match="recommend has no flag --all; it takes none of its own"):
+        submission("recommend", "", ["--all"], REPO, cfg, {}, [])
