@@ -189,10 +189,10 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="Run folder written b
         typer.echo(json.dumps(rows))
         return
     shown = ["rank", "item_id", *(["title"] if titles else []), "score"]
-    if rows and rows[0]["note"]:
-        console.print(f"{rows[0]['user_id']}: {rows[0]['note']}")
-        return
     who = f"user {user}" if user is not None else "a new user"
+    if rows and rows[0]["note"]:
+        console.print(f"{who}: {rows[0]['note']}")
+        return
     seen = "seen items excluded" if rcfg.exclude_seen else "seen items included"
     _print_table([{c: r[c] for c in shown} for r in rows], f"top {rcfg.k} for {who} ({server.model.name}, {seen})")
 

@@ -118,7 +118,7 @@ class Server:
     def for_history(self, item_ids: Sequence[str], k: int, exclude_seen: bool = True) -> pa.Table:
         history = self.history_indexes(item_ids)
         # A new user has no index of their own; models that ignore user indexes (or hash them) take the next one.
-        return self.rows(np.array([len(self.user_ids)]), [history], ["(new user)"], k, exclude_seen)
+        return self.rows(np.array([len(self.user_ids)]), [history], [None], k, exclude_seen)  # user_id: null
 
     def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
         """item id -> title from the run's item store, where it has them (none when there is no store)."""

@@ -78,6 +78,7 @@ def test_new_user_from_a_history(run_dir):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert len(rows) == 5 and not {r["item_id"] for r in rows} & {"0", "6"}
+    assert all(r["user_id"] is None for r in rows)  # a new user has no id
     assert "nope" in result.stderr and "not in the run's catalog" in result.stderr  # named, on stderr
     # A known user's whole history given as a new user's gets that user's recommendations (SASRec reads the
     # history alone).
