@@ -12,6 +12,7 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
@@ -206,3 +207,21 @@ def test_submit_recommend_ships_the_batch_job():
         "python -m jobs.recommend --config-env SEEREC_CONFIG_YAML"
     with pytest.raises(ConfigError, match="recommend has no flag --all; it takes none of its own"):
         submission("recommend", "", ["--all"], REPO, cfg, {}, [])
+
+
+def test_a_batch_that_dies_midway_leaves_the_previous_output_and_no_partial_file(tmp_path):
+    from jobs.recommend import write_parquet
+    from recommenders.serve import OUTPUT_SCHEMA
+
+    one = pa.table({"user_id": ["u1"], "rank": pa.array([1], pa.int32()), "item_id": ["7"],
+                    "score": pa.array([0.5], pa.float32()), "note": pa.nulls(1, pa.string())}, schema=OUTPUT_SCHEMA)
+    out = tmp_path / "recs.parquet"
+    assert write_parquet(iter([one]), out, 1) == (1, 0)
+
+    def dying():
+        yield one
+        raise RuntimeError("the actor's node went away")
+
+    with pytest.raises(RuntimeError):
+        write_parquet(dying(), out, 2)
+    assert list(tmp_path.iterdir()) == [out] and pq.read_table(out).num_rows == 1
