@@ -42,6 +42,8 @@ def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
     store = ItemStore(cfg.store)
     feature_sets = a.feature_sets or store_feature_sets(store)
     baseline = a.baseline or feature_sets[0]
+    if baseline not in feature_sets:
+        raise RecommenderError(f"ablate.baseline {baseline!r} is not one of the feature sets: {', '.join(feature_sets)}")
     prepared = {split: prepare_data(_with_split(cfg, split)) for split in a.splits}
     notes = check_feature_sets(store, feature_sets, list(next(iter(prepared.values())).interactions.item_ids))
     cells = ab.grid(cfg, feature_sets)
@@ -148,7 +150,7 @@ def write_outputs(cfg: SeerecConfig, cells: list[ab.Cell], runs: dict[ab.Cell, S
                f"in brackets the relative NDCG@10 gain over the {baseline} row of the same model, * = p < {a.alpha} "
                "in a two-sided paired t-test on per-user NDCG@10 over the test users. Unmasked and masked numbers "
                "of every cell are in ablation.csv.")
-    parts = [f"# Ablation {a.name}\n", caption + "\n"]
+    parts = [f"# Ablation {a.name}\n", caption + "\n", *([a.note + "\n"] if a.note else [])]
     for split in a.splits:
         p = prepared[split].split
         parts += [f"## {split}\n", f"{len(p.test)} test users, {p.n_items} items, seed {cfg.train.seed}.\n",

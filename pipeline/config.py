@@ -405,6 +405,8 @@ class AblateConfig(Section):
     duration_field: str = "duration"
     # Items with fewer training interactions than this count as rare in the breakdown by item popularity.
     rare_below: int = Field(5, ge=1)
+    # A sentence printed under the table's caption, e.g. where the vectors come from.
+    note: str = ""
 
     @model_validator(mode="after")
     def _baseline_listed(self) -> AblateConfig:
