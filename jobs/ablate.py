@@ -43,7 +43,8 @@ def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
     feature_sets = a.feature_sets or store_feature_sets(store)
     baseline = a.baseline or feature_sets[0]
     if baseline not in feature_sets:
-        raise RecommenderError(f"ablate.baseline {baseline!r} is not one of the feature sets: {', '.join(feature_sets)}")
+        raise RecommenderError(f"ablate.baseline {baseline!r} is not one of the feature sets: "
+                               f"{', '.join(feature_sets)}")
     prepared = {split: prepare_data(_with_split(cfg, split)) for split in a.splits}
     notes = check_feature_sets(store, feature_sets, list(next(iter(prepared.values())).interactions.item_ids))
     cells = ab.grid(cfg, feature_sets)
