@@ -195,14 +195,19 @@ def _durations(store: ItemStore, field: str, item_ids: list[str]) -> np.ndarray 
         values = pd.to_numeric(table[field], errors="coerce")
     elif "metadata" in names:
         table = store.scan([KEY, "metadata"]).to_pandas()
-        values = pd.to_numeric(table["metadata"].map(lambda m: json.loads(m).get(field) if m else None),
-                               errors="coerce")
+        values = pd.to_numeric(table["metadata"].map(lambda m: _metadata_value(m, field)), errors="coerce")
         if values.notna().sum() == 0:
             return None
     else:
         return None
     by_id = dict(zip(table[KEY].astype(str), values, strict=True))
     return np.array([by_id.get(i, np.nan) for i in item_ids], dtype=np.float64)
+
+
+def _metadata_value(raw: object, field: str) -> object:
+    """`field` of an item's metadata JSON object; None when the item has none, or it is not an object."""
+    parsed = json.loads(raw) if isinstance(raw, str) else None
+    return parsed.get(field) if isinstance(parsed, dict) else None
 
 
 def _breakdown_markdown(breakdowns: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """`seerec ablate`: the grid on a real small store with real Ray, resume, gains and the paired test, bad input.
 
 The store holds the 60 topic items of tests/test_recommenders.py with two vector columns: text_vec (topic
-plus noise) for every item and noise_vec (pure noise) for 50 of them, and a duration in each item's metadata.
+plus noise) for every item and noise_vec (pure noise) for 50 of them, and a duration in the metadata of 55.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ def ablation_config(tmp_path: Path, **ablate):
     if not store.exists():
         store.create_if_missing()
         ids = [str(i) for i in range(N_ITEMS)]
+        metadata = [json.dumps({"duration": int(i)}) if int(i) < 55 else None for i in ids]  # 5 without one
         store.upsert(pa.Table.from_pylist(
-            [{"item_id": i, "media_type": "video", "title": f"item {i}", "metadata": json.dumps({"duration": int(i)}),
-              "ingest_source": "test", "ingested_at": NOW} for i in ids], schema=catalog_schema()))
+            [{"item_id": i, "media_type": "video", "title": f"item {i}", "metadata": m, "ingest_source": "test",
+              "ingested_at": NOW} for i, m in zip(ids, metadata, strict=True)], schema=catalog_schema()))
         write_vectors(store, "text_vec", ids, topic_vectors())
         write_vectors(store, "noise_vec", ids[:50], np.random.default_rng(3).standard_normal((50, 8)))
         synthetic_frame().to_csv(tmp_path / "interactions.csv", index=False)
@@ -93,6 +94,11 @@ def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_lo
     assert "noise_vec: 10 of 60 items have no vector" in md  # text_vec+noise_vec misses 10 items
     report = json.loads((out / "ablation.json").read_text())
     assert set(report["breakdowns"]["leave-one-out"]) == {"training popularity", "duration"}
+    durations = report["breakdowns"]["leave-one-out"]["duration"]["leave-one-out/text_vec/two_tower"]
+    assert {g["group"] for g in durations} <= {"short (<=18.0s)", "medium (<=36.0s)", "long (>36.0s)",
+                                               "unknown duration"}
+    assert sum(g["users"] for g in durations) == len(pd.read_csv(out / "leave-one-out/text_vec/two_tower/"
+                                                                   "test_per_user.csv"))
     # the cold-start split's targets were never trained on: one popularity group, all cold
     cold = report["breakdowns"]["cold-start"]["training popularity"]["cold-start/text_vec/content_knn"]
     assert [g["group"] for g in cold] == ["cold (0 training interactions)"]
