@@ -199,6 +199,18 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="Run folder written b
 
 @app.command()
 @user_errors
+def ablate(config: ConfigOption = None, overrides: overrides_arg("ablate.feature_sets=[title_vec,desc_vec]") = None,
+           verbose: Verbose = False):
+    """Feature sets x models on one shared split: the ablation table (gains, significance), CSV, JSON and chart."""
+    from jobs.ablate import run_ablation
+
+    cfg = _config(config, overrides, verbose)
+    run_ablation(cfg)
+    typer.echo((Path(cfg.train.runs_dir) / cfg.ablate.name / "ablation.md").read_text())
+
+
+@app.command()
+@user_errors
 def describe(config: ConfigOption = None, overrides: overrides_arg("describe.model=./models/tiny-qwen2-vl") = None,
              verbose: Verbose = False,
              force: Annotated[bool, typer.Option(help="Redo items already described by the same model and "
@@ -234,7 +246,7 @@ def transcribe(config: ConfigOption = None, overrides: Overrides = None, verbose
 @app.command(context_settings={"ignore_unknown_options": True})
 @user_errors
 def submit(stage: Annotated[str, typer.Argument(help="ingest|embed|describe|describe_audio|transcribe|"
-                                                          "quantize|train|recommend")],
+                                                          "quantize|train|recommend|ablate")],
            address: Annotated[str, typer.Option(help="Dashboard address of the cluster's head, e.g. "
                                                      "http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, "
                                                      "then $RAY_ADDRESS, as Ray's own CLI).",

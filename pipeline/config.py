@@ -398,6 +398,40 @@ class RecommendConfig(Section):
     device: str = "auto"
     # Torch CPU threads per actor on the CPU (None: torch's default).
     cpu_threads: int | None = Field(None, ge=1)
+class AblateConfig(Section):
+    """`seerec ablate`: feature sets x models on one shared split per entry of `splits`, as a paper's ablation table."""
+
+    # Output and cell folders go to <train.runs_dir>/<name>/.
+    name: str = "ablation"
+    splits: list[Literal["leave-one-out", "temporal", "cold-start"]] = Field(
+        default_factory=lambda: ["leave-one-out"], min_length=1)
+    # Store vector columns, or several joined with '+' (concatenated in order), e.g. title_vec+desc_vec.
+    # Empty: every vector column the store has, one feature set each.
+    feature_sets: list[str] = Field(default_factory=list)
+    # Content models read each feature set; tiger reads semantic IDs quantized from it (column sid_<set>).
+    models: list[str] = Field(default_factory=lambda: ["two_tower", "sasrec_content", "content_knn", "tiger"],
+                              min_length=1)
+    # ID-only models, trained once per split: the table's ID-only row.
+    reference_models: list[str] = Field(default_factory=lambda: ["popularity", "sasrec", "lightgcn"])
+    # The feature set gains are relative to (default: the first feature set).
+    baseline: str | None = None
+    # Ray resources of one cell; cells run in parallel as far as the Ray cluster's resources allow.
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    # Significance level of the paired t-test over test users on per-user NDCG@10 (cell vs baseline row).
+    alpha: float = Field(0.05, gt=0, lt=1)
+    # A store column or metadata key with each item's duration in seconds, for the breakdown by duration.
+    duration_field: str = "duration"
+    # Items with fewer training interactions than this count as rare in the breakdown by item popularity.
+    rare_below: int = Field(5, ge=1)
+    # A sentence printed under the table's caption, e.g. where the vectors come from.
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _baseline_listed(self) -> AblateConfig:
+        if self.baseline is not None and self.feature_sets and self.baseline not in self.feature_sets:
+            raise ValueError(f"ablate.baseline {self.baseline!r} is not one of ablate.feature_sets")
+        return self
 
 
 DEFAULT_VIDEO_PROMPT = (
@@ -550,6 +584,7 @@ class SeerecConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    ablate: AblateConfig = Field(default_factory=AblateConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SeerecConfig:

@@ -64,7 +64,7 @@ def test_descriptions_come_from_fields_docstrings_or_the_comment_above():
 def test_every_config_section_is_in_the_page():
     page = PAGE.read_text()
     for section in ("store", "ray", "media", "audio", "ingest", "embed", "embed.text", "embed.image", "embed.audio",
-                    "describe", "transcribe", "quantize", "train", "train.data", "compare"):
+                    "describe", "transcribe", "quantize", "train", "train.data", "compare", "ablate"):
         assert f"## `{section}`" in page
 
 

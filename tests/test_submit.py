@@ -56,8 +56,8 @@ def config_file(tmp_path) -> Path:
 
 # ---- submission pieces, no cluster ----------------------------------------------------------------------
 def test_stages_are_the_jobs_modules_that_run_a_stage():
-    assert job_stages() == ["describe", "describe_audio", "embed", "ingest", "quantize", "recommend", "train",
-                            "transcribe"]
+    assert job_stages() == ["ablate", "describe", "describe_audio", "embed", "ingest", "quantize", "recommend",
+                            "train", "transcribe"]
 
 
 def test_submission_ships_the_resolved_config_and_excludes_local_state(config_file, tmp_path):
