@@ -227,7 +227,7 @@ def _shared_prefixes(ex: Explorer, row: dict, schema: pa.Schema) -> list[dict]:
             same &= matrix[:, level] == code
             others = [i for i in ids[same] if i != row[KEY]]
             levels.append({"prefix": codes[:level + 1], "count": len(others),
-                           "items": ex.cards([str(i) for i in others[:SHARED_SHOWN]])})
+                           "shown": ex.cards([str(i) for i in others[:SHARED_SHOWN]])})
         found.append({"column": f.name, "codes": codes, "levels": levels})
     return found
 
@@ -239,9 +239,9 @@ def _neighbours(ex: Explorer, item_id: str, schema: pa.Schema) -> list[dict]:
             continue
         try:
             hits = ex.store.neighbours(item_id, f.name, NEIGHBOURS).select([KEY, "title", "media_type", "_distance"])
-            found.append({"column": f.name, "items": hits.to_pylist(), "problem": None})
+            found.append({"column": f.name, "hits": hits.to_pylist(), "problem": None})
         except SeerecError as exc:
-            found.append({"column": f.name, "items": [], "problem": str(exc)})
+            found.append({"column": f.name, "hits": [], "problem": str(exc)})
     return found
 
 
