@@ -363,3 +363,7 @@ def options(version: Annotated[bool, typer.Option("--version", callback=show_ver
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()
