@@ -316,8 +316,8 @@ class ItemStore:
             query = query.where(where, prefilter=True)
         return query.to_arrow()
 
-    def neighbours(self, item_id: str, column: str, k: int = 10,
-                   conditions: Sequence[Condition | str] = ()) -> pa.Table:
+    def neighbours(self, item_id: str, column: str, k: int = 10, conditions: Sequence[Condition | str] = (),
+                   columns: Sequence[str] | None = None) -> pa.Table:
         skip = f"{column}_{SKIPPED}"
         row = self.get([item_id], [column, *([skip] if skip in self.schema.names else [])])
         if row.num_rows == 0:
@@ -328,7 +328,7 @@ class ItemStore:
             if reason:  # a recorded outcome (e.g. no text to embed), not work still to do
                 raise StoreError(f"item {item_id!r} has no {column}: {reason}")
             raise StoreError(f"item {item_id!r} has no {column} yet; run the stage that fills it")
-        return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions,
+        return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions, columns,
                                   exclude=[item_id])
 
     def _vector_field(self, column: str, dim: int | None = None, schema: pa.Schema | None = None) -> pa.Field:

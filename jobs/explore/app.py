@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from extractors.search import text_query_vector
+from extractors.search import text_query_encoder
 from jobs.explore.media import MediaRefused, RangeNotSatisfiable, byte_range, open_media
 from jobs.explore.runs import RunError, RunView, UserModel, read_run_folder
 from jobs.explore.thumbs import Thumbnails
@@ -48,6 +48,7 @@ SEARCH_K = 48
 NEIGHBOURS = 8
 SHARED_SHOWN = 8  # items shown per semantic-ID prefix level
 TOP_K = 20
+COUNT_CACHE = 1000  # filters whose counts are kept per table version
 TOKEN_COOKIE = "seerec_explore_token"
 # Only the app's own files: no inline script, no other origin (the templates link nothing else).
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -87,6 +88,8 @@ class Explorer:
     runs: dict[str, Path] = field(default_factory=dict)  # name -> --run folder
     search_problem: str | None = None  # why text search is off, or None
     _models: dict[str, UserModel] = field(default_factory=dict)
+    _encoder: tuple | None = None  # (table version it was checked at, text -> vector)
+    _counts: dict = field(default_factory=dict)  # this table version's counts; filters' counts by their SQL
     _sid_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -94,13 +97,33 @@ class Explorer:
         return self.cfg.embed.text.column
 
     def load_encoder(self) -> None:
-        """Load the text encoder once, at start (a query embedded now fills its cache), or note why search is off."""
+        """Load the text encoder once, at start, and embed one query with it, or note why search is off."""
         try:
-            text_query_vector(self.store, self.cfg, self.text_column, "warm up")
+            self._encoder = (self.store.table.version, text_query_encoder(self.store, self.cfg, self.text_column))
+            self._encoder[1]("warm up")
             log.info("text search over %s is ready", self.text_column)
         except SeerecError as exc:
             self.search_problem = str(exc)
             log.warning("text search is off: %s", exc)
+
+    def query_vector(self, text: str) -> np.ndarray:
+        """The text's query vector; the column's model is checked again only after the store changed."""
+        if self.search_problem:
+            raise SeerecError(f"text search is off: {self.search_problem}")
+        version = self.store.table.version
+        if self._encoder[0] != version:
+            self._encoder = (version, text_query_encoder(self.store, self.cfg, self.text_column))
+        return self._encoder[1](text)
+
+    def counts(self, where: str | None) -> dict:
+        """All items, those per media type and those matching `where`, counted once per table version."""
+        version = self.store.table.version
+        if self._counts.get("version") != version or len(self._counts) > COUNT_CACHE:
+            types = {t: self.store.count(f"media_type = {quote_text(t)}") for t in MEDIA_TYPES}
+            self._counts = {"version": version, "total": self.store.count(), "types": types}
+        if where not in self._counts:
+            self._counts[where] = self.store.count(where)
+        return {"total": self._counts["total"], "types": self._counts["types"], "matching": self._counts[where]}
 
     def user_model(self, run: str) -> UserModel:
         """A run's model, loaded on first use and kept."""
@@ -149,21 +172,20 @@ def catalog(request: Request) -> Response:
     wheres = [w for w in request.query_params.getlist("where") if w.strip()]
     page = _int(request.query_params.get("page"), 0)
     schema = ex.store.schema
+    counts = ex.counts(None)
     context = {"query": query, "wheres": wheres, "page": page, "search_problem": ex.search_problem,
-               "types": {t: ex.store.count(f"media_type = {quote_text(t)}") for t in MEDIA_TYPES},
-               "total": ex.store.count(), "items": [], "problem": None, "matching": None, "pages": 0}
+               "types": counts["types"], "total": counts["total"], "items": [], "problem": None, "matching": None,
+               "pages": 0}
     try:
         where = to_sql(wheres, schema)
         if query:
-            if ex.search_problem:
-                raise SeerecError(f"text search is off: {ex.search_problem}")
-            vector = text_query_vector(ex.store, ex.cfg, ex.text_column, query)
+            vector = ex.query_vector(query)
             hits = ex.store.search_vector(ex.text_column, vector, SEARCH_K, wheres,
                                           columns=[KEY, "title", "media_type"])
             context["items"] = hits.to_pylist()
             context["matching"] = hits.num_rows
         else:
-            context["matching"] = ex.store.count(where)
+            context["matching"] = ex.counts(where)["matching"]
             context["pages"] = max(1, math.ceil(context["matching"] / PAGE_SIZE))
             rows = ex.store.scan([KEY, "title", "media_type"], where, offset=page * PAGE_SIZE, limit=PAGE_SIZE)
             context["items"] = rows.to_pylist()
@@ -225,10 +247,12 @@ def _shared_prefixes(ex: Explorer, row: dict, schema: pa.Schema) -> list[dict]:
         same = np.ones(len(ids), dtype=bool)
         for level, code in enumerate(codes):
             same &= matrix[:, level] == code
-            others = [i for i in ids[same] if i != row[KEY]]
-            levels.append({"prefix": codes[:level + 1], "count": len(others),
-                           "shown": ex.cards([str(i) for i in others[:SHARED_SHOWN]])})
+            others = [str(i) for i in ids[same] if i != row[KEY]]
+            levels.append({"prefix": codes[:level + 1], "count": len(others), "shown": others[:SHARED_SHOWN]})
         found.append({"column": f.name, "codes": codes, "levels": levels})
+    cards = {c[KEY]: c for c in ex.cards(sorted({i for f in found for level in f["levels"] for i in level["shown"]}))}
+    for level in (level for f in found for level in f["levels"]):
+        level["shown"] = [cards[i] for i in level["shown"]]
     return found
 
 
@@ -238,7 +262,7 @@ def _neighbours(ex: Explorer, item_id: str, schema: pa.Schema) -> list[dict]:
         if not is_vector_field(f):
             continue
         try:
-            hits = ex.store.neighbours(item_id, f.name, NEIGHBOURS).select([KEY, "title", "media_type", "_distance"])
+            hits = ex.store.neighbours(item_id, f.name, NEIGHBOURS, columns=[KEY, "title", "media_type"])
             found.append({"column": f.name, "hits": hits.to_pylist(), "problem": None})
         except SeerecError as exc:
             found.append({"column": f.name, "hits": [], "problem": str(exc)})
