@@ -289,3 +289,13 @@ def test_text_query_encoder_embeds_clip_text_for_an_image_column(make_config):
     assert vector.shape == (vectors.shape[1],) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
     assert np.allclose(vector, text_query_vector(store, cfg, "clip_vec", "a white picture"), atol=1e-5)
     assert store.search_vector("clip_vec", vector, 2).num_rows == 2
+
+
+def test_store_info_counts_what_the_stages_page_counts(built):
+    """`seerec store info` and the stages page share ItemStore.stage_counts."""
+    result = CliRunner().invoke(cli, ["store", "info", f"store.uri={built.cfg.store.uri}"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"description\s*│\s*25\s*│\s*1\s*│", result.output)
+    counts = {row["column"]: row for row in ItemStore(built.cfg.store).stage_counts()}
+    assert counts["description"]["pending"] == 0 and counts["ingest"]["filled"] is None
+    assert counts["semantic_id"]["models"] and sum(counts["text_vec"]["models"].values()) == 26
