@@ -55,7 +55,7 @@ def build_explore_store(root: Path, n_items: int = 24, n_users: int = 40) -> Exp
             "quantize": {"columns": ["text_vec"], "levels": 2, "codebook_size": 4, "out_dir": str(root / "tok")},
             "train": {"data": {"path": str(catalog.interactions)}, "runs_dir": str(root / "runs"), "epochs": 2,
                       "progress": False, "cpu_threads": 1, "sasrec": {"hidden": 16, "max_len": 10}},
-            "compare": {"name": "compare", "models": ["popularity", "sasrec"]}}
+            "compare": {"name": "compare", "models": ["popularity", "sasrec", "bpr"]}}
     # Ingest with the whole folder as root (the rows outside the catalog's media get in), explore with less.
     run_ingest(validate_config({**data, "media": {**data["media"], "roots": [str(root)]}}))
     cfg = validate_config({**data, "media": {**data["media"], "roots": [str(catalog.root / "media")]}})

@@ -117,6 +117,7 @@ def test_media_is_served_with_ranges(client, built):
 def test_media_urls_name_items_never_paths(client, path):
     response = client.get(path)
     assert response.status_code == 404 and "root:" not in response.text
+    assert "there is no item" in response.text
 
 
 def test_media_outside_the_roots_is_refused(client, built):
@@ -164,6 +165,9 @@ def test_users_recommendations_and_a_new_user(client, built):
     nobody = client.get("/user", params={"run": "compare/sasrec", "id": "nobody"})
     assert nobody.status_code == 400 and "has no user &#39;nobody&#39;" in nobody.text
     assert client.get("/user", params={"run": "elsewhere", "id": user}).status_code == 400
+    assert client.get("/user", params={"run": "compare/bpr", "id": user}).status_code == 200
+    by_embedding = client.get("/recommend", params={"run": "compare/bpr", "items": built.video_id})
+    assert by_embedding.status_code == 400 and "has nothing for a new user" in by_embedding.text
 
 
 def test_runs_page_tables_and_plots(client):
@@ -172,7 +176,7 @@ def test_runs_page_tables_and_plots(client):
     assert "<th>valid_ndcg@10</th>" in page.text and "<td>sasrec</td>" in page.text
     assert "history masked" in page.text and "test_unmasked.ndcg@10" in page.text
     plots = re.findall(r'<img src="(/plot\?[^"]+)"', page.text)
-    assert len(plots) == 3
+    assert len(plots) == 4  # compare.png and each run's curve.png
     png = client.get(plots[0].replace("&amp;", "&"))
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/plot", params={"run": "compare", "file": "../compare.md"}).status_code == 404
