@@ -117,7 +117,8 @@ def test_media_is_served_with_ranges(client, built):
 def test_media_urls_name_items_never_paths(client, path):
     response = client.get(path)
     assert response.status_code == 404 and "root:" not in response.text
-    assert "there is no item" in response.text
+    # `..` segments are resolved by the client before they are sent, so that URL asks for /etc/passwd: no route.
+    assert "there is no item" in response.text or "/.." in path
 
 
 def test_media_outside_the_roots_is_refused(client, built):
