@@ -8,6 +8,7 @@ by another model than the one that built the column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -42,17 +43,28 @@ def check_column_model(store: ItemStore, column: str, encoder: TextEmbedConfig |
 
 
 def text_query_vector(store: ItemStore, cfg: SeerecConfig, column: str, text: str) -> np.ndarray:
+    return text_query_encoder(store, cfg, column)(text)
+
+
+def text_query_encoder(store: ItemStore, cfg: SeerecConfig, column: str) -> Callable[[str], np.ndarray]:
+    """Text -> query vector for `column`, its model checked against the store once (the check scans the
+    column's model records, so a caller embedding many queries, e.g. the explorer, keeps the encoder)."""
     encoder = column_encoder(cfg, column)
     check_column_model(store, column, encoder)
     if isinstance(encoder, TextEmbedConfig):
-        return _text_embedder(encoder.model_dump_json()).encode([text])[0]
+        embedder = _text_embedder(encoder.model_dump_json())
+        return lambda text: embedder.encode([text])[0]
     import open_clip
 
     clip = _clip_embedder(encoder.model_dump_json())
-    tokens = open_clip.get_tokenizer(encoder.model)([text])
-    with torch.inference_mode():
-        vector = clip.model.encode_text(tokens).float()
-    return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
+    tokenizer = open_clip.get_tokenizer(encoder.model)
+
+    def encode(text: str) -> np.ndarray:
+        with torch.inference_mode():
+            vector = clip.model.encode_text(tokenizer([text])).float()
+        return torch.nn.functional.normalize(vector, dim=-1)[0].numpy()
+
+    return encode
 
 
 def image_query_vector(store: ItemStore, cfg: SeerecConfig, column: str, uri: str) -> np.ndarray:

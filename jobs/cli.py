@@ -356,12 +356,7 @@ def store_info(config: ConfigOption = None, overrides: Overrides = None):
     from pipeline.store import ItemStore
 
     store = ItemStore(_config(config, overrides).store)
-    rows = []
-    for field in store.schema:
-        if field.name.endswith("_error"):
-            stage = field.name.removesuffix("_error")
-            filled = store.count(f"`{stage}` IS NOT NULL") if stage in store.schema.names else None
-            rows.append({"stage column": stage, "filled": filled, "errors": store.count(f"`{field.name}` IS NOT NULL")})
+    rows = [{"stage column": r["column"], "filled": r["filled"], "errors": r["errors"]} for r in store.stage_counts()]
     console.print(f"{store.cfg.uri} · table {store.cfg.table} · {store.count()} items · version {store.table.version}")
     _print_table(rows, "stages")
 
@@ -384,6 +379,25 @@ def store_restore(version: int, config: ConfigOption = None, overrides: Override
     store = ItemStore(_config(config, overrides).store)
     store.restore(version)
     console.print(f"restored version {version}; the table is now at version {store.table.version}")
+
+
+@app.command()
+@user_errors
+def explore(config: ConfigOption = None, overrides: Overrides = None, verbose: Verbose = False,
+            run: Annotated[list[Path] | None, typer.Option("--run", help="A run or comparison folder for the users "
+                                                                        "and runs pages; repeatable.")] = None,
+            port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+            host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+                            ] = "127.0.0.1",
+            token: Annotated[str | None, typer.Option(help="Token every request must carry (?token=, a cookie, "
+                                                           "or Authorization: Bearer).",
+                                                      envvar="SEEREC_EXPLORE_TOKEN")] = None,
+            cache: Annotated[Path | None, typer.Option(help="Thumbnail folder (default: beside the store, "
+                                                            "<store>.explore-cache).")] = None):
+    """Browse the item store in a web browser: items, media, descriptions, neighbours, stages, runs (read-only)."""
+    from jobs.explore import serve
+
+    serve(_config(config, overrides, verbose), run or [], host=host, port=port, token=token, cache_dir=cache)
 
 
 @app.command("config")
@@ -434,3 +448,7 @@ def options(version: Annotated[bool, typer.Option("--version", callback=show_ver
 
 def main() -> None:
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -221,10 +221,13 @@ class ItemStore:
         raise AssertionError("unreachable")
 
     # ---- reads -----------------------------------------------------------------------------------
-    def scan(self, columns: Sequence[str] | None = None, where: str | None = None) -> pa.Table:
+    def scan(self, columns: Sequence[str] | None = None, where: str | None = None, offset: int | None = None,
+             limit: int | None = None) -> pa.Table:
+        """Rows matching `where`; `offset`/`limit` page through them without reading the rest."""
         if columns is not None:
             self.require_columns(columns)
-        return self.table.to_lance().to_table(columns=list(columns) if columns else None, filter=where)
+        return self.table.to_lance().to_table(columns=list(columns) if columns else None, filter=where,
+                                              offset=offset, limit=limit)
 
     def require_columns(self, columns: Iterable[str], schema: pa.Schema | None = None) -> None:
         names = (schema or self.schema).names
@@ -258,6 +261,32 @@ class ItemStore:
         ids = ", ".join(quote_text(i) for i in item_ids)
         return self.scan(columns, f"`{KEY}` IN ({ids})") if item_ids else self.scan(columns).slice(0, 0)
 
+    def stage_counts(self) -> list[dict]:
+        """Per column family (every `<column>_error`): items filled, failed, skipped and still pending, and
+        the filled items per model; what `seerec store info` and the explorer's stages page show."""
+        schema = self.schema
+        total = self.count()
+        rows = []
+        for field in schema:
+            if not field.name.endswith("_error"):
+                continue
+            column = field.name.removesuffix("_error")
+            errors = self.count(f"`{field.name}` IS NOT NULL")
+            row = {"column": column, "filled": None, "errors": errors, "skipped": 0, "pending": None, "models": {}}
+            if column in schema.names:
+                row["filled"] = self.count(f"`{column}` IS NOT NULL")
+                skip = f"{column}_{SKIPPED}"
+                if skip in schema.names:
+                    row["skipped"] = self.count(f"`{skip}` IS NOT NULL AND `{column}` IS NULL")
+                row["pending"] = total - row["filled"] - row["skipped"] - self.count(
+                    f"`{field.name}` IS NOT NULL AND `{column}` IS NULL")
+                model = Family.model_column_of(column)
+                if model in schema.names:
+                    models = pc.value_counts(self.scan([model], f"`{column}` IS NOT NULL")[model]).to_pylist()
+                    row["models"] = {m["values"]: m["counts"] for m in models if m["values"] is not None}
+            rows.append(row)
+        return rows
+
     def model_ids(self, column: str) -> list[str]:
         """The distinct models that filled a column, e.g. to re-load the encoder for a text query."""
         model_column = Family.model_column_of(column)
@@ -287,8 +316,8 @@ class ItemStore:
             query = query.where(where, prefilter=True)
         return query.to_arrow()
 
-    def neighbours(self, item_id: str, column: str, k: int = 10,
-                   conditions: Sequence[Condition | str] = ()) -> pa.Table:
+    def neighbours(self, item_id: str, column: str, k: int = 10, conditions: Sequence[Condition | str] = (),
+                   columns: Sequence[str] | None = None) -> pa.Table:
         skip = f"{column}_{SKIPPED}"
         row = self.get([item_id], [column, *([skip] if skip in self.schema.names else [])])
         if row.num_rows == 0:
@@ -299,7 +328,7 @@ class ItemStore:
             if reason:  # a recorded outcome (e.g. no text to embed), not work still to do
                 raise StoreError(f"item {item_id!r} has no {column}: {reason}")
             raise StoreError(f"item {item_id!r} has no {column} yet; run the stage that fills it")
-        return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions,
+        return self.search_vector(column, vector.to_numpy(zero_copy_only=False), k, conditions, columns,
                                   exclude=[item_id])
 
     def _vector_field(self, column: str, dim: int | None = None, schema: pa.Schema | None = None) -> pa.Field:
