@@ -88,10 +88,19 @@ class RPG(SASRec):
     def has_id(self) -> torch.Tensor:
         return self.semantic_ids[:, 0] >= 0
 
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """(..., hidden): the mean of each item's digit embeddings (zero for an item without an ID)."""
+        offsets = torch.arange(self.levels, device=items.device) * self.vocab
+        return self.digit_emb(self.item_codes()[items] + offsets).mean(-2) * self.has_id()[items][..., None]
+
     def item_table(self) -> torch.Tensor:
-        """(n_items, hidden): the mean of each item's digit embeddings (zero for an item without an ID)."""
-        offsets = torch.arange(self.levels, device=self.semantic_ids.device) * self.vocab
-        return self.digit_emb(self.item_codes() + offsets).mean(1) * self.has_id()[:, None]
+        return self.item_vectors(torch.arange(self.n_items, device=self.device))
+
+    def encode_items(self, inputs: torch.Tensor) -> torch.Tensor:
+        """SASRec's hidden states (B, L, hidden) of left-padded item sequences, embedding only the items they
+        hold (a batch holds far fewer than the catalog, and each item is `levels` embedding lookups)."""
+        items, index = torch.unique(inputs.clamp(min=0), return_inverse=True)
+        return self.encode(index.masked_fill(inputs < 0, -1), self.item_vectors(items))
 
     def prepare(self, train: Sequence[np.ndarray]) -> None:
         """Training interactions per item: the graph walk starts from the most popular items."""
@@ -125,7 +134,7 @@ class RPG(SASRec):
         return torch.einsum("ndh,dvh->ndv", queries, codes) / self.temperature
 
     def loss(self, batch: dict) -> torch.Tensor:
-        hidden = self.encode(batch["inputs"], self.item_table())
+        hidden = self.encode_items(batch["inputs"])
         targets = batch["targets"]
         keep = targets >= 0
         keep[keep.clone()] = self.has_id()[targets[keep]]  # items without an ID cannot be predicted
@@ -139,7 +148,7 @@ class RPG(SASRec):
     def digit_log_probs(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """(B, levels, vocab) log-probabilities of the next item's digits."""
         inputs = pad_histories(histories, self.max_len).to(self.device)
-        return F.log_softmax(self.digit_logits(self.encode(inputs, self.item_table())[:, -1]).float(), dim=-1)
+        return F.log_softmax(self.digit_logits(self.encode_items(inputs)[:, -1]).float(), dim=-1)
 
     def item_scores(self, log_probs: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(B, C) summed digit log-probabilities of candidate items (B, C); -inf for items without an ID."""
@@ -159,13 +168,20 @@ class RPG(SASRec):
     def graph(self) -> torch.Tensor:
         """(n_items, k) neighbours of each item: the items with an ID sharing most digits with it."""
         if self._graph is None:
-            codes, valid = self.item_codes(), self.has_id()
+            # Shared digits = one-hot(codes) · one-hot(codes)ᵀ: a sparse product, one chunk of items at a time.
+            flat = (self.item_codes() + torch.arange(self.levels, device=self.device) * self.vocab).flatten()
+            rows = torch.arange(self.n_items, device=self.device).repeat_interleave(self.levels)
+            onehot = torch.sparse_coo_tensor(torch.stack([rows, flat]), torch.ones(len(flat), device=self.device),
+                                             (self.n_items, self.levels * self.vocab)).coalesce()
+            by_code = onehot.t().coalesce()
+            valid = self.has_id()
             k = min(self.graph_neighbors, max(1, self.n_items - 1))
             parts = []
-            for start in range(0, self.n_items, 256):
-                shared = (codes[start:start + 256, None, :] == codes[None, :, :]).sum(-1).float()
+            for start in range(0, self.n_items, 1024):
+                chunk = torch.arange(start, min(start + 1024, self.n_items), device=self.device)
+                shared = torch.sparse.mm(onehot.index_select(0, chunk), by_code).to_dense()  # (chunk, n_items)
                 shared[:, ~valid] = -1.0
-                shared[torch.arange(len(shared)), torch.arange(start, start + len(shared))] = -1.0  # not itself
+                shared[torch.arange(len(chunk), device=self.device), chunk] = -1.0  # not itself
                 parts.append(torch.topk(shared, k).indices)
             self._graph = torch.cat(parts)
         return self._graph
