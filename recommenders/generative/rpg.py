@@ -41,6 +41,8 @@ from recommenders.registry import register
 class RPGConfig(SASRecConfig):
     # Store column with the items' long semantic IDs (`seerec quantize`, quantize.tokenizer=opq).
     semantic_id_column: str = "semantic_id"
+    # The encoder is SASRec's (its hidden, layers, heads, dropout, max_len, length_buckets), here 128 wide
+    # with dropout 0.3 by default.
     hidden: int = Field(128, ge=8)
     dropout: float = Field(0.3, ge=0, lt=1)
     # RPG's objective is its own (a cross-entropy per digit); this SASRec setting is fixed.
@@ -52,9 +54,11 @@ class RPGConfig(SASRecConfig):
     temperature: float = Field(0.07, gt=0)
     # exact: every catalog item's summed digit log-probability; graph: a walk over the code kNN graph.
     scoring: Literal["exact", "graph"] = "exact"
-    # graph: items kept per step (the candidates of the final ranking), neighbours per item, and steps.
+    # graph: items kept per step, which are the candidates of the final ranking.
     beam_size: int = Field(50, ge=1)
+    # graph: neighbours per item in the kNN graph over codes (the items sharing most digits).
     graph_neighbors: int = Field(50, ge=1)
+    # graph: expansion steps after the start (popular items and the last history item's neighbours).
     graph_steps: int = Field(3, ge=0)
 
 
@@ -74,7 +78,9 @@ class RPG(SASRec):
         self.beam_size, self.graph_neighbors, self.graph_steps = (config.beam_size, config.graph_neighbors,
                                                                   config.graph_steps)
         self.digit_emb = nn.Embedding(self.levels * self.vocab, self.hidden)
-        nn.init.normal_(self.digit_emb.weight, std=self.hidden ** -0.5)
+        # A mean of `levels` random digits shrinks by sqrt(levels): this start gives item vectors SASRec's scale
+        # (std hidden^-1/2, comparable to the position embeddings once encode scales them by sqrt(hidden)).
+        nn.init.normal_(self.digit_emb.weight, std=(self.levels / self.hidden) ** 0.5)
         self.heads = nn.Parameter(torch.zeros(self.levels, self.hidden, self.hidden))  # residual, start at identity
         self.register_buffer("popularity", torch.zeros(n_items))
         self._graph: torch.Tensor | None = None  # (n_items, graph_neighbors), built when first needed
@@ -172,7 +178,7 @@ class RPG(SASRec):
             flat = (self.item_codes() + torch.arange(self.levels, device=self.device) * self.vocab).flatten()
             rows = torch.arange(self.n_items, device=self.device).repeat_interleave(self.levels)
             onehot = torch.sparse_coo_tensor(torch.stack([rows, flat]), torch.ones(len(flat), device=self.device),
-                                             (self.n_items, self.levels * self.vocab)).coalesce()
+                                             (self.n_items, self.levels * self.vocab), check_invariants=True).coalesce()
             by_code = onehot.t().coalesce()
             valid = self.has_id()
             k = min(self.graph_neighbors, max(1, self.n_items - 1))
