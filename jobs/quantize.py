@@ -35,6 +35,8 @@ def build_tokenizer(qcfg: QuantizeConfig) -> Tokenizer:
     if qcfg.tokenizer == "rkmeans":
         return make_tokenizer("rkmeans", **common, max_iter=qcfg.kmeans_iters,
                               normalize_residuals=qcfg.normalize_residuals, balance=qcfg.balance)
+    if qcfg.tokenizer == "opq":
+        return make_tokenizer("opq", **common, max_iter=qcfg.kmeans_iters, opq_iters=qcfg.opq_iters)
     return make_tokenizer("rqvae", **common, **qcfg.rqvae.model_dump())
 
 

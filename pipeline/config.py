@@ -221,8 +221,10 @@ class RQVAEConfig(Section):
 class QuantizeConfig(Section):
     # One vector column, or several concatenated in this order.
     columns: list[str] = Field(default_factory=lambda: ["text_vec"], min_length=1)
-    tokenizer: Literal["rkmeans", "rqvae"] = "rkmeans"
-    levels: int = Field(3, ge=1, le=16)
+    # rkmeans / rqvae: short ordered IDs (TIGER); opq: long IDs of independent digits, one per sub-vector of
+    # the rotated vector (RPG; set levels to 16-64).
+    tokenizer: Literal["rkmeans", "rqvae", "opq"] = "rkmeans"
+    levels: int = Field(3, ge=1, le=64)
     codebook_size: int = Field(256, ge=2, le=32767)
     # Input preprocessing, stored with the tokenizer: none, l2 (unit rows; several columns are each made unit
     # before they are joined, so that they weigh alike) or standardize (per dimension).
@@ -233,6 +235,8 @@ class QuantizeConfig(Section):
     # plain k-means, values in between soften equal shares into a size penalty.
     balance: float = Field(1.0, ge=0, le=1)
     kmeans_iters: int = Field(50, ge=1)
+    # opq: rounds of rotation learning between codebook fits (0: plain product quantization).
+    opq_iters: int = Field(8, ge=0)
     # append: a last dedup level 0,1,2,... (IDs have levels+1 entries); reassign: nearest free last-level code.
     collisions: Literal["append", "reassign"] = "append"
     column: str = "semantic_id"

@@ -1,6 +1,6 @@
 """Semantic IDs: tokenizers that turn item vectors into short tuples of codes, made unique.
 
-`make_tokenizer("rkmeans" | "rqvae", ...)`, `Tokenizer.load(dir)`, `resolve(codes, method)` for collisions
+`make_tokenizer("rkmeans" | "rqvae" | "opq", ...)`, `Tokenizer.load(dir)`, `resolve(codes, method)` for collisions
 and `diagnose`/`write_diagnostics` for the report of a fit. torch is imported only when an RQ-VAE is used.
 """
 
@@ -10,7 +10,7 @@ from extractors.semantic_ids.base import QuantizeError, Tokenizer, concat_column
 from extractors.semantic_ids.collisions import METHODS, collision_stats, resolve
 from extractors.semantic_ids.diagnostics import diagnose, summary_line, write_diagnostics
 
-KINDS = ("rkmeans", "rqvae")
+KINDS = ("rkmeans", "rqvae", "opq")
 
 
 def make_tokenizer(kind: str, **params) -> Tokenizer:

@@ -205,7 +205,7 @@ class Tokenizer(ABC):
         if not (directory / CONFIG_FILE).is_file() or not (directory / TENSOR_FILE).is_file():
             raise QuantizeError(f"no saved tokenizer in {directory} (expected {CONFIG_FILE} and {TENSOR_FILE})")
         meta = json.loads((directory / CONFIG_FILE).read_text())
-        if meta.get("kind") in ("rkmeans", "rqvae"):
+        if meta.get("kind") in ("rkmeans", "rqvae", "opq"):
             importlib.import_module(f"extractors.semantic_ids.{meta['kind']}")  # registers the class
         cls = Tokenizer.registry.get(meta.get("kind"))
         if cls is None:

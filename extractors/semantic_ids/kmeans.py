@@ -69,12 +69,13 @@ def kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return centres
 
 
-def kmeans(X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50,
-           tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (k, D) and labels (N,). Empty clusters take the points farthest from their centre."""
+def kmeans(X: np.ndarray, k: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-5,
+           init: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (k, D) and labels (N,). Empty clusters take the points farthest from their centre. `init`
+    (k, D) starts from given centres instead of k-means++ (a warm start when the points moved only a little)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     rng = np.random.default_rng(seed)
-    centres = kmeans_pp(X, k, rng)
+    centres = kmeans_pp(X, k, rng) if init is None else np.array(init, dtype=np.float32)
     previous = np.inf
     labels = np.zeros(len(X), np.int64)
     for _ in range(max_iter):

@@ -6,6 +6,9 @@ pyproject.toml names this package in the `seerec.models` entry-point group, so t
 
 from __future__ import annotations
 
+# RPG builds on SASRec (imported from this package), so a plain module import: it registers RPG whichever of
+# the two packages is imported first, where `from ... import RPG` would fail inside the circular import.
+import recommenders.generative.rpg  # noqa: F401
 from recommenders.generative.tiger import TIGER
 from recommenders.models.bpr import BPR
 from recommenders.models.content_knn import ContentKNN
