@@ -190,8 +190,7 @@ def sound_catalog(tmp_path, sound_files):
 
 
 @pytest.mark.slow
-def test_job_describes_sound_skips_silence_and_records_bad_items(sound_catalog, make_config, tiny_audio, ray_local,
-                                                                  monkeypatch):
+def test_job_describes_sound_skips_silence_and_records_bad_items(sound_catalog, make_config, tiny_audio, ray_local):
     cfg = make_config(ingest={"source": "manifest", "path": str(sound_catalog)},
                       describe_audio={"model": tiny_audio, "items_per_batch": 2, "generation": {"max_new_tokens": 8}})
     run_ingest(cfg)
@@ -213,9 +212,9 @@ def test_job_describes_sound_skips_silence_and_records_bad_items(sound_catalog, 
     assert "missing" in rows["bad-missing"]["audio_description_error"]
     assert "description" not in rows["clip"]  # the video describe family is untouched
 
-    monkeypatch.chdir(Path(tiny_audio).parent)  # the same folder spelled relative to the working directory
+    folder = Path(tiny_audio)  # the same folder spelled another way
     relative = cfg.model_copy(update={"describe_audio": cfg.describe_audio.model_copy(
-        update={"model": f"./{Path(tiny_audio).name}"})})
+        update={"model": f"{folder.parent}/../{folder.parent.name}/{folder.name}/"})})
     again = run_describe_audio(relative)
     assert (again.done, again.failed, again.skipped) == (0, 2, 3)  # only the two bad items are tried again
 
