@@ -73,8 +73,9 @@ def test_clap_embeds_sound_skips_silent_videos_and_resumes(sound_catalog, make_c
 
     # The same checkpoint spelled another way is the same model: nothing is redone.
     folder = Path(tiny_clap)
+    spelling = f"{folder.parent}/../{folder.parent.name}/{folder.name}/"
     relative = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={
-        "audio": cfg.embed.audio.model_copy(update={"model": f"{folder.parent}/../{folder.parent.name}/{folder.name}/"})})})
+        "audio": cfg.embed.audio.model_copy(update={"model": spelling})})})
     [again] = run_embed(relative)
     assert (again.skipped, again.done, again.failed) == (3, 0, 1)
     [forced] = run_embed(cfg, force=True)
