@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from extractors.embed import embed_valid, mean_of_unit_vectors, resolve_device
-from extractors.model_paths import model_location
 from pipeline.config import AudioConfig, AudioEmbedConfig
+from pipeline.models import model_identity, model_location
 from pipeline.schema import error_values
 
 CLAP_MARKER = "config.json"
@@ -21,7 +21,8 @@ _MIN_TAIL_S = 1.0
 
 
 def clap_model_id(cfg: AudioEmbedConfig) -> str:
-    return f"transformers-clap:{cfg.model}"
+    """Provenance: one id for every spelling of a checkpoint folder."""
+    return f"transformers-clap:{model_identity(cfg.model)}"
 
 
 def clap_location(cfg: AudioEmbedConfig) -> str:

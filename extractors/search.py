@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from extractors.embed import ClipEmbedder, TextEmbedder, clip_model_id, text_model_id
+from extractors.embed import ClipEmbedder, TextEmbedder, clip_model_id, recorded_text_id, text_model_id
 from pipeline.config import ImageEmbedConfig, SeerecConfig, TextEmbedConfig
 from pipeline.models import same_model
 from pipeline.store import ItemStore, StoreError
@@ -36,7 +36,8 @@ def check_column_model(store: ItemStore, column: str, encoder: TextEmbedConfig |
     models = store.model_ids(column)
     if not models:
         raise StoreError(f"column {column!r} has no vectors yet; run `seerec embed` first")
-    if other := [m for m in models if not same_model(m, expected)]:
+    recorded_as = recorded_text_id if isinstance(encoder, TextEmbedConfig) else str
+    if other := [m for m in models if not same_model(recorded_as(m), expected)]:
         raise StoreError(f"column {column!r} was embedded by {', '.join(other)}, but the config's encoder is "
                          f"{expected}; search with the config that embedded it, or re-embed with `seerec embed "
                          "--force`")

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractors.model_paths import model_location
 from pipeline.config import TranscribeConfig
+from pipeline.models import model_identity, model_location
 from pipeline.schema import error_values
 
 WHISPER_MARKER = "model.bin"  # the weights file of a CTranslate2 model folder
 
 
 def transcribe_model_id(cfg: TranscribeConfig) -> str:
-    """Provenance: the model and the settings that change the text."""
-    return f"faster-whisper:{cfg.model}:{cfg.task}:{cfg.language or 'detect'}"
+    """Provenance: the model (one id for every spelling of a folder) and the settings that change the text."""
+    return f"faster-whisper:{model_identity(cfg.model)}:{cfg.task}:{cfg.language or 'detect'}"
 
 
 def whisper_location(cfg: TranscribeConfig) -> str:

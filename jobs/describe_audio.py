@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from extractors.describe.describer import AudioDescriber
 from extractors.describe.prompts import PromptSet
 from extractors.describe.sound import AudioVisualDecoder, AudioVisualInput
 from jobs.describe import TokenCount
 from pipeline.audio import AUDIO_MEDIA_TYPES
-from pipeline.config import ConfigError, SeerecConfig
+from pipeline.config import SeerecConfig
+from pipeline.models import check_checkpoint, model_identity
 from pipeline.runner import run_stage
 from pipeline.runtime import StageSummary
 from pipeline.schema import audio_description_family
@@ -40,23 +40,17 @@ def audio_generation_params(cfg: SeerecConfig) -> str:
 
 DESCRIBE_AUDIO = Stage(
     name="describe-audio", section=lambda cfg: cfg.describe_audio, model=AudioDescriber, output="description",
-    model_id=lambda d: d.model, family=lambda d: audio_description_family(d.column),
+    model_id=lambda d: model_identity(d.model), family=lambda d: audio_description_family(d.column),
     reads=lambda d: ["media_uri", "media_type", "title"], where=lambda cfg: cfg.describe_audio.where,
     media_types=AUDIO_MEDIA_TYPES, decoder=Decoder(AudioVisualDecoder, decoder_input),
     settings=lambda d: {"prompt_id": PromptSet(d.prompts).ids()},
     constants=lambda cfg, d: {"params": audio_generation_params(cfg)}, metrics=(FirstResult, TokenCount),
+    check=lambda d: check_checkpoint(d.model, "describe_audio.model", ["config.json"],
+                                     test_model="qwen2.5-omni" if d.modality == "omni" else "qwen2-audio"),
 )
 
 
-def check_model(model: str) -> None:
-    """A local checkpoint folder that is not there fails here in one sentence, not in every actor."""
-    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
-        raise ConfigError(f"describe_audio.model {model!r} is not a folder (a local checkpoint must exist; "
-                          "a hub id looks like Qwen/Qwen2-Audio-7B-Instruct)")
-
-
 def run_describe_audio(cfg: SeerecConfig, force: bool = False) -> StageSummary:
-    check_model(cfg.describe_audio.model)
     return run_stage(DESCRIBE_AUDIO, cfg, force)
 
 

@@ -17,6 +17,7 @@ from extractors.embed import (
     check_clip_model,
     check_text_model,
     clip_model_id,
+    recorded_text_id,
     render_texts,
     template_fields,
     text_model_id,
@@ -33,6 +34,7 @@ EMBED_TEXT = Stage(
     model_id=text_model_id, family=lambda text: vector_family(text.column, skippable=True),
     reads=lambda text: template_fields(text.template), where=lambda cfg: cfg.embed.where,
     prepare=render_texts, constants=lambda cfg, text: {"source": text.template}, check=check_text_model,
+    recorded_as=recorded_text_id,
 )
 
 EMBED_MEDIA = Stage(
@@ -52,7 +54,7 @@ EMBED_AUDIO = Stage(
     model_id=clap_model_id, family=lambda audio: vector_family(audio.column, skippable=True),
     reads=lambda audio: ["media_uri", "media_type"], where=lambda cfg: cfg.embed.where,
     media_types=AUDIO_MEDIA_TYPES, decoder=CLAP_SOUND, constants=lambda cfg, audio: {"source": audio_source(cfg.audio)},
-    metrics=(AudioSeconds,),
+    metrics=(AudioSeconds,), check=clap_location,
 )
 
 
@@ -62,8 +64,6 @@ def frame_source(media: MediaConfig) -> str:
 
 
 def run_embed(cfg: SeerecConfig, force: bool = False) -> list[StageSummary]:
-    if cfg.embed.audio.enabled:
-        clap_location(cfg.embed.audio)  # a missing model folder is one sentence, before Ray starts
     enabled = [(cfg.embed.text.enabled, EMBED_TEXT), (cfg.embed.image.enabled, EMBED_MEDIA),
                (cfg.embed.audio.enabled, EMBED_AUDIO)]
     return run_stages([stage for on, stage in enabled if on], cfg, force)

@@ -23,7 +23,7 @@ from extractors.semantic_ids import Tokenizer, concat_columns, diagnose, make_to
 from extractors.semantic_ids import write_diagnostics as write_diag
 from pipeline.config import QuantizeConfig, SeerecConfig
 from pipeline.runtime import StageSummary
-from pipeline.schema import KEY, Family, semantic_id_family
+from pipeline.schema import BAD_VECTOR, KEY, Family, semantic_id_family
 from pipeline.store import ItemStore, StoreError
 
 log = logging.getLogger("seerec.quantize")
@@ -114,7 +114,7 @@ def _write(store: ItemStore, family: Family, keys: pa.ChunkedArray, ok: np.ndarr
     values: list[list[int] | None] = [None] * n
     for row, i in enumerate(np.flatnonzero(ok)):
         values[i] = ids[row].tolist()
-    errors = [None if good else "vector holds NaN or infinite values" for good in ok]
+    errors = [None if good else BAD_VECTOR for good in ok]
     # One commit: each merge scans the table, so batches of write_batch_rows would scan it once per batch.
     store.write_family(family, family.rows(keys, values, model_id, errors))
 

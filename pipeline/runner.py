@@ -49,7 +49,7 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     settings = {family.extra_column(suffix): values for suffix, values in stage.settings(section).items()}
     store.commit_staged(family)  # adopt what a killed run of this stage flushed, so that it is not redone
     todo = store.pending(family, model_id, stage.reads(section), force, where, settings=settings,
-                         also_done_by=[] if force else _aliases(store, family, model_id))
+                         also_done_by=[] if force else _aliases(stage, store, family, model_id))
     total = store.count(where)
     summary = StageSummary(stage.name, model_id, total=total, skipped=total - todo.num_rows)
     metrics = [metric() for metric in stage.metrics]
@@ -73,12 +73,12 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
     return summary
 
 
-def _aliases(store: ItemStore, family: Family, model_id: str) -> list[str]:
-    """Other recorded ids of this run's model (another spelling or copy of the same folder): items done
-    under them are done."""
+def _aliases(stage: Stage, store: ItemStore, family: Family, model_id: str) -> list[str]:
+    """Other recorded ids of this run's model (another spelling or copy of the same folder, or the spelling of
+    an earlier seerec): items done under them are done."""
     if family.model_column not in store.schema.names:
         return []
-    return [m for m in store.model_ids(family.name) if m != model_id and same_model(m, model_id)]
+    return [m for m in store.model_ids(family.name) if m != model_id and same_model(stage.recorded_as(m), model_id)]
 
 
 def _where(stage: Stage, cfg: SeerecConfig, store: ItemStore) -> str | None:

@@ -40,6 +40,10 @@ def catalog_schema() -> pa.Schema:
     return pa.schema(CATALOG_FIELDS)
 
 
+# The error record of a vector that holds NaN or an infinity (the store nulls it; quantize refuses it).
+BAD_VECTOR = "vector holds NaN or infinite values"
+
+
 def vector_type(dim: int) -> pa.DataType:
     return pa.list_(pa.float32(), dim)
 

@@ -91,6 +91,9 @@ class Stage:
     metrics: tuple[type[StageMetric], ...] = ()
     # Raises a `SeerecError` on the driver, before Ray starts, when the section's model cannot be loaded.
     check: Callable[[StageSection], None] = lambda section: None
+    # A recorded model id as `model_id` writes it today, so that items an earlier seerec recorded in another
+    # spelling count as done.
+    recorded_as: Callable[[str], str] = lambda recorded: recorded
 
 
 class FirstResult:

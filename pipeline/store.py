@@ -29,7 +29,7 @@ from lancedb.index import BTree, IvfHnswSq, IvfPq
 from pipeline.config import StoreConfig
 from pipeline.errors import SeerecError
 from pipeline.filters import Condition, quote_text, to_sql
-from pipeline.schema import KEY, SKIPPED, Family, catalog_schema, is_vector_field
+from pipeline.schema import BAD_VECTOR, KEY, SKIPPED, Family, catalog_schema, is_vector_field
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ItemStore:
 
     def write_family(self, family: Family, rows: pa.Table) -> UpsertResult:
         """Write a family's rows onto existing items in one commit; rows for unknown items are dropped."""
-        rows = rows.select(family.schema().names).cast(family.schema())
+        rows = null_bad_vectors(family, rows.select(family.schema().names).cast(family.schema()))
         if rows.num_rows and len(self._missing_fields(family)) == len(family.fields()) and self.count():
             # A new family: a join on item_id that writes only the new columns, far cheaper than an update.
             _check_unique(rows)
@@ -172,7 +172,7 @@ class ItemStore:
         done for a later run (see `commit_staged`), so a kill loses only what was never flushed."""
         if not _STAGING_JOB.fullmatch(job):
             raise ValueError(f"a job id is a uuid4().hex, not {job!r}; `staging_tables` would not find it")
-        rows = rows.select(family.schema().names).cast(family.schema())
+        rows = null_bad_vectors(family, rows.select(family.schema().names).cast(family.schema()))
         name = f"{self._staging_prefix(family.name)}{job}"
         if name in self._staging:  # null vectors mark failed items, as in `upsert`
             self._staging[name].add(rows, on_bad_vectors="null")
@@ -418,6 +418,28 @@ class ItemStore:
 _MERGE_BYTES = 128 << 20  # Lance's merge_insert fails on a source of ~300 MB (its join's memory pool)
 _STAGING_JOB = re.compile(r"[0-9a-f]{32}")  # a job's uuid4().hex, so that family `a` never lists `a__b`'s tables
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # Lance allows only these characters in a tag name
+
+
+def null_bad_vectors(family: Family, rows: pa.Table) -> pa.Table:
+    """A vector holding NaN or an infinity becomes a null vector with an error record, on every write path:
+    LanceDB's merge_insert would null it silently, its column merge would keep it, and no search or
+    quantizer can use it."""
+    if not pa.types.is_fixed_size_list(family.value.type) or not rows.num_rows:
+        return rows
+    vectors = rows[family.name].combine_chunks()
+    finite = np.isfinite(vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), -1)).all(axis=1)
+    bad = ~finite & vectors.is_valid().to_numpy(zero_copy_only=False)
+    if not bad.any():
+        return rows
+    cleaned = pa.FixedSizeListArray.from_arrays(vectors.values, type=vectors.type,
+                                                mask=pa.array(bad | ~vectors.is_valid().to_numpy(zero_copy_only=False)))
+    errors = rows[family.error_column].to_pylist()
+    errors = [BAD_VECTOR if b and e is None else e for b, e in zip(bad, errors, strict=True)]
+    log.warning("%d %s vector(s) hold NaN or infinite values; stored as null with an error record",
+                int(bad.sum()), family.name)
+    rows = rows.set_column(rows.schema.get_field_index(family.name), rows.schema.field(family.name), cleaned)
+    index = rows.schema.get_field_index(family.error_column)
+    return rows.set_column(index, rows.schema.field(index), pa.array(errors, pa.string()))
 
 
 def _local_folder(uri: str) -> Path | None:

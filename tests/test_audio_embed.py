@@ -3,15 +3,17 @@ on a real store with a real local Ray and a tiny random-weight CLAP loaded like 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from extractors.audio_embed import ClapAudioEmbedder
-from extractors.model_paths import ModelNotFoundError
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
 from pipeline.audio import NO_AUDIO
 from pipeline.config import AudioEmbedConfig
+from pipeline.models import ModelError, model_identity
 from pipeline.schema import description_family, transcript_family
 from pipeline.store import ItemStore, StoreError
 from tests.audio_files import ramp_tone, write_audio, write_silent_video
@@ -62,14 +64,19 @@ def test_clap_embeds_sound_skips_silent_videos_and_resumes(sound_catalog, make_c
     for item in ("clip", "tone"):
         assert np.linalg.norm(rows[item]["audio_vec"]) == pytest.approx(1.0, abs=1e-5)
         assert rows[item]["audio_vec_source"] == "first:120s"
-        assert rows[item]["audio_vec_model"] == f"transformers-clap:{tiny_clap}"
+        assert rows[item]["audio_vec_model"] == f"transformers-clap:{model_identity(tiny_clap)}"
     assert not np.allclose(rows["clip"]["audio_vec"], rows["tone"]["audio_vec"])
     assert rows["silent"]["audio_vec"] is None and rows["silent"]["audio_vec_skipped"] == NO_AUDIO
     assert rows["silent"]["audio_vec_error"] is None
     assert "broken.mp3 could not be decoded" in rows["broken"]["audio_vec_error"]
     assert "note" not in rows or rows["note"]["audio_vec"] is None
 
-    [again] = run_embed(cfg)
+    # The same checkpoint spelled another way is the same model: nothing is redone.
+    folder = Path(tiny_clap)
+    spelling = f"{folder.parent}/../{folder.parent.name}/{folder.name}/"
+    relative = cfg.model_copy(update={"embed": cfg.embed.model_copy(update={
+        "audio": cfg.embed.audio.model_copy(update={"model": spelling})})})
+    [again] = run_embed(relative)
     assert (again.skipped, again.done, again.failed) == (3, 0, 1)
     [forced] = run_embed(cfg, force=True)
     assert forced.done == 2
@@ -79,7 +86,7 @@ def test_clap_embeds_sound_skips_silent_videos_and_resumes(sound_catalog, make_c
 
 def test_a_missing_clap_folder_is_one_sentence(make_config, tmp_path):
     cfg = make_config(embed={**OFF, "audio": {"enabled": True, "model": str(tmp_path / "no-clap")}})
-    with pytest.raises(ModelNotFoundError, match=f"model folder {tmp_path / 'no-clap'} does not exist"):
+    with pytest.raises(ModelError, match=f"model folder {tmp_path / 'no-clap'} does not exist"):
         run_embed(cfg)
 
 

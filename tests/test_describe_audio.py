@@ -24,7 +24,8 @@ from extractors.describe.sound import AudioVisualDecoder, AudioVisualInput
 from jobs.describe_audio import run_describe_audio
 from jobs.ingest import run_ingest
 from pipeline.audio import NO_AUDIO
-from pipeline.config import AudioConfig, AudioDescribeConfig, AudioPromptConfig, ConfigError, MediaConfig
+from pipeline.config import AudioConfig, AudioDescribeConfig, AudioPromptConfig, MediaConfig
+from pipeline.models import ModelError, model_identity
 from pipeline.store import ItemStore
 from tests.audio_files import ramp_tone, write_audio, write_silent_video
 from tests.helpers import require_shared, vllm_gpu_missing
@@ -201,7 +202,8 @@ def test_job_describes_sound_skips_silence_and_records_bad_items(sound_catalog, 
     for item in ("clip", "song"):
         row = rows[item]
         assert row["audio_description"] and row["audio_description_error"] is None
-        assert row["audio_description_model"] == tiny_audio and row["audio_description_prompt_id"] == prompt_id
+        assert row["audio_description_model"] == model_identity(tiny_audio)
+        assert row["audio_description_prompt_id"] == prompt_id
         assert row["audio_description_tokens"] > 0 and '"modality": "audio"' in row["audio_description_params"]
     silent = rows["silent"]
     assert silent["audio_description_skipped"] == NO_AUDIO and silent["audio_description_error"] is None
@@ -210,7 +212,10 @@ def test_job_describes_sound_skips_silence_and_records_bad_items(sound_catalog, 
     assert "missing" in rows["bad-missing"]["audio_description_error"]
     assert "description" not in rows["clip"]  # the video describe family is untouched
 
-    again = run_describe_audio(cfg)
+    folder = Path(tiny_audio)  # the same folder spelled another way
+    relative = cfg.model_copy(update={"describe_audio": cfg.describe_audio.model_copy(
+        update={"model": f"{folder.parent}/../{folder.parent.name}/{folder.name}/"})})
+    again = run_describe_audio(relative)
     assert (again.done, again.failed, again.skipped) == (0, 2, 3)  # only the two bad items are tried again
 
 
@@ -233,7 +238,7 @@ def test_omni_job_on_real_microlens_videos(make_config, tiny_omni, ray_local):
 
 def test_missing_model_folder_is_one_sentence(make_config, tmp_path):
     cfg = make_config(describe_audio={"model": str(tmp_path / "no-such-model")})
-    with pytest.raises(ConfigError, match="is not a folder"):
+    with pytest.raises(ModelError, match="describe_audio.model: the model folder .* does not exist"):
         run_describe_audio(cfg)
 
 
@@ -250,4 +255,4 @@ def test_cli_builds_tiny_audio_models_and_refuses_a_missing_model(tmp_path):
     for command in ([seerec, "describe-audio"], [sys.executable, "-m", "jobs.describe_audio"]):
         result = subprocess.run([*command, f"describe_audio.model={tmp_path / 'gone'}", f"store.uri={tmp_path / 's'}"],
                                 capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and "is not a folder" in result.stderr and "Traceback" not in result.stderr
+        assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -88,3 +88,32 @@ def _anchors(page: Path) -> set[str]:
     text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
     headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_the_lancedb_example_of_the_stores_page_runs_on_a_store(tmp_path, monkeypatch):
+    """The page's plain-LanceDB query, run as written on a small real store (under `demo-out/store`)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.config import StoreConfig
+    from pipeline.schema import catalog_schema, vector_family
+    from pipeline.store import ItemStore
+
+    monkeypatch.chdir(tmp_path)
+    store = ItemStore(StoreConfig(uri="demo-out/store"))
+    store.create_if_missing()
+    ids = [f"syn-{i:04d}" for i in range(8)]
+    catalog = pa.Table.from_pylist([{"item_id": i, "media_type": "video" if n % 2 else "image", "title": i}
+                                    for n, i in enumerate(ids)], schema=catalog_schema())
+    store.upsert(catalog)
+    family = vector_family("text_vec", 4)
+    vectors = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    store.write_family(family, family.rows(pa.array(ids), pa.array(list(vectors), family.value.type), "m",
+                                           [None] * 8, source="{title}"))
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "stores.md").read_text(), re.S)
+    [example] = [block for block in blocks if "lancedb.connect" in block]
+    scope: dict = {}
+    exec(example, scope)
+    hits = scope["hits"]
+    assert list(hits.columns) == ["item_id", "title", "_distance"] and len(hits) == 4
+    assert hits["item_id"].iloc[0] == "syn-0001" and abs(hits["_distance"].iloc[0]) < 1e-5  # itself, cosine 0

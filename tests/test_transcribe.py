@@ -8,6 +8,7 @@ import pytest
 from jobs.ingest import run_ingest
 from jobs.transcribe import main, run_transcribe
 from pipeline.audio import NO_AUDIO
+from pipeline.models import ModelError
 from pipeline.store import ItemStore
 from tests.audio_files import write_audio, write_silent_video
 from tests.helpers import require_shared
@@ -69,7 +70,5 @@ def test_a_missing_model_folder_is_one_sentence(make_config, tmp_path, capsys):
 
 
 def test_a_missing_model_package_is_one_sentence(make_config):
-    from extractors.model_paths import ModelNotFoundError
-
-    with pytest.raises(ModelNotFoundError, match="model package 'no_such_seerec_models' is not installed"):
+    with pytest.raises(ModelError, match="model package 'no_such_seerec_models' is not installed"):
         run_transcribe(make_config(transcribe={"model": "package:no_such_seerec_models"}))
