@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pipeline.config import StoreConfig
+from pipeline.store import ItemStore
 from tests.helpers import REPO
 
 SEEREC = str(Path(sys.executable).with_name("seerec"))
@@ -67,12 +70,25 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["ingest"]["done"] == 40
-    assert [s["done"] for s in report["embed"]] == [40, 40]
+    # text and image vectors of every item, CLAP vectors of the sound tracks of the 20 videos
+    assert [s["done"] for s in report["embed"]] == [40, 40, 20]
     assert report["search"]["hits"]
     # Real MiniLM text vectors group items by their latent topic far above chance (1/8).
     assert report["search"]["topic_agreement@5"]["text_vec"] > 0.5
     assert report["quantize"]["done"] == 40 and "0 duplicate IDs" in report["quantize"]["diagnostics"]
     assert (tmp_path / "demo" / "tokenizer" / "diagnostics.png").is_file()
+    audio = report["audio"]
+    assert audio["transcribe"]["done"] == 20 and audio["describe_audio"]["done"] == 20
+    assert [s["done"] for s in audio["embed_audio_descriptions"]] == [20]
+    store = ItemStore(StoreConfig(uri=str(tmp_path / "demo" / "store")))
+    sound = store.scan(["audio_vec", "audio_description", "audio_desc_vec", "transcript"], "media_type = 'video'")
+    assert sound.num_rows == 20
+    for column in ("audio_vec", "audio_description", "audio_desc_vec", "transcript"):
+        assert sound[column].null_count == 0, column  # an empty transcript ("") is a result
+    assert all(sound["audio_description"].to_pylist()) and np.isfinite(np.stack(sound["audio_vec"].to_numpy(
+        zero_copy_only=False))).all()
+    compared = {(row["model"], row["features"]) for row in report["recommenders"]}
+    assert {("content_knn", "audio_vec"), ("content_knn", "audio_desc_vec")} <= compared
 
 
 @pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),

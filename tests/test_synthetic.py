@@ -14,6 +14,8 @@ from PIL import Image
 
 from jobs.synthetic import SyntheticCatalog, items, make_catalog
 from jobs.synthetic.frames import HEIGHT, WIDTH
+from jobs.synthetic.sound import RATE
+from jobs.synthetic.topics import TOPICS
 
 N_ITEMS, N_USERS = 40, 30
 COLUMNS = ["item_id", "media_uri", "media_type", "title", "topic", "metadata"]
@@ -76,6 +78,24 @@ def test_videos_decode_with_decord(manifest: pd.DataFrame) -> None:
         reader = decord.VideoReader(uri)
         assert len(reader) == n_frames
         assert reader.get_batch(list(range(n_frames))).asnumpy().shape == (n_frames, HEIGHT, WIDTH, 3)
+
+
+def test_videos_sound_like_their_topic(manifest: pd.DataFrame) -> None:
+    """Each video has an AAC track as long as its frames, loudest at its topic's pitch (an item detunes by <3%)."""
+    from pipeline.audio import decode_audio
+    from pipeline.config import AudioConfig
+
+    pitches = {topic.name: topic.pitch for topic in TOPICS}
+    for uri, topic, meta in zip(manifest.media_uri, manifest.topic, manifest.metadata, strict=True):
+        if not uri.endswith(".mp4"):
+            continue
+        with av.open(uri) as container:
+            assert container.streams.audio[0].codec_context.name == "aac"
+        sound = decode_audio(uri, "video", AudioConfig(sample_rate=RATE)).samples
+        assert len(sound) / RATE == pytest.approx(json.loads(meta)["n_frames"] / items.FPS, abs=0.1)
+        spectrum = np.abs(np.fft.rfft(sound))
+        peak = np.fft.rfftfreq(len(sound), 1 / RATE)[int(np.argmax(spectrum))]
+        assert peak == pytest.approx(pitches[topic], rel=0.05), (uri, topic)
 
 
 def test_same_seed_same_catalog_other_seed_differs(tmp_path: Path, catalog: SyntheticCatalog) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from jobs.synthetic.frames import HEIGHT, WIDTH, make_background, make_sprites, render_frame
+from jobs.synthetic.sound import RATE, make_sound
 from jobs.synthetic.topics import GENERIC_WORDS, TOPICS, Topic
 
 FPS = 8
@@ -48,17 +49,20 @@ def make_item(media: Path, item_id: str, topic_index: int, video: bool, rng: np.
         n_frames = int(rng.integers(MIN_FRAMES, MAX_FRAMES + 1))
         speed = float(rng.uniform(0.4, 0.8))
         frames = [render_frame(background, sprites, topic.motion, i / n_frames, speed) for i in range(n_frames)]
+        title = _title(rng, topic, secondary)  # drawn before the sound, so titles and frames keep their seeds
         path = media / f"{item_id}.mp4"
-        _write_video(path, frames)
-        metadata |= {"motion": topic.motion, "n_frames": n_frames, "fps": FPS, "codec": video_codec()}
+        _write_video(path, frames, make_sound(rng, topic, secondary, n_frames / FPS))
+        metadata |= {"motion": topic.motion, "n_frames": n_frames, "fps": FPS, "codec": video_codec(),
+                     "pitch": topic.pitch, "beat": topic.beat}
     else:
+        title = _title(rng, topic, secondary)
         path = media / f"{item_id}.png"
         Image.fromarray(render_frame(background, sprites, topic.motion, 0.0, 0.0)).save(path)
     return {
         "item_id": item_id,
         "media_uri": str(path),
         "media_type": "video" if video else "image",
-        "title": _title(rng, topic, secondary),
+        "title": title,
         "topic": topic.name,
         "metadata": json.dumps(metadata, sort_keys=True),
     }
@@ -77,14 +81,20 @@ def _title(rng: np.random.Generator, topic: Topic, secondary: Topic | None) -> s
     return " ".join(str(w) for w in rng.permutation(words))
 
 
-def _write_video(path: Path, frames: list[np.ndarray]) -> None:
-    """Encode yuv420p MP4 without B-frames, which every decoder (PyAV, decord) counts frames of correctly."""
+def _write_video(path: Path, frames: list[np.ndarray], sound: np.ndarray) -> None:
+    """Encode yuv420p MP4 without B-frames, which every decoder (PyAV, decord) counts frames of correctly, with
+    the sound as a mono AAC track of the same length."""
     codec = video_codec()
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         stream.thread_count = 1  # tiny frames: threads cost more than they give on a shared machine
         stream.options = {"bf": "0", **({"preset": "veryfast", "crf": "23"} if codec == "libx264" else {})}
+        audio = container.add_stream("aac", rate=RATE, layout="mono")
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
+        samples = av.AudioFrame.from_ndarray(sound[None], format="fltp", layout="mono")
+        samples.sample_rate, samples.pts = RATE, 0
+        container.mux(audio.encode(samples))  # the encoder cuts the samples into AAC-sized frames itself
+        container.mux(audio.encode())

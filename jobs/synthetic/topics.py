@@ -11,7 +11,7 @@ GENERIC_WORDS = ("calm", "bright", "quiet", "little", "simple", "scene", "view",
 
 @dataclass(frozen=True)
 class Topic:
-    """A latent topic: how its items look, move and are titled."""
+    """A latent topic: how its items look, move, sound and are titled."""
 
     name: str
     sky: tuple[RGB, RGB]  # background gradient, top to bottom
@@ -19,6 +19,8 @@ class Topic:
     shape: str
     motion: str
     words: tuple[str, ...]
+    pitch: float  # Hz of the tone under the topic's videos
+    beat: float  # pulses per second of that tone (0: a steady tone)
 
     @property
     def palette(self) -> list[str]:
@@ -33,6 +35,8 @@ TOPICS = (
         shape="circle",
         motion="drift_right",
         words=("ocean", "waves", "sea", "blue", "tide", "surf", "coral", "reef", "shore", "deep"),
+        pitch=196.0,
+        beat=0.75,
     ),
     Topic(
         "forest",
@@ -41,6 +45,8 @@ TOPICS = (
         shape="triangle",
         motion="drift_up",
         words=("forest", "pine", "moss", "green", "trees", "fern", "woodland", "leaves", "trail", "grove"),
+        pitch=330.0,
+        beat=0.0,
     ),
     Topic(
         "sunset",
@@ -49,6 +55,8 @@ TOPICS = (
         shape="stripes",
         motion="zoom",
         words=("sunset", "golden", "dusk", "orange", "horizon", "glow", "evening", "amber", "red", "sky"),
+        pitch=262.0,
+        beat=1.5,
     ),
     Topic(
         "city night",
@@ -57,6 +65,8 @@ TOPICS = (
         shape="square",
         motion="pulse",
         words=("city", "neon", "night", "street", "tower", "lights", "metro", "traffic", "urban", "rooftop"),
+        pitch=523.0,
+        beat=4.0,
     ),
     Topic(
         "snow",
@@ -65,6 +75,8 @@ TOPICS = (
         shape="snowflake",
         motion="drift_down",
         words=("snow", "winter", "frost", "ice", "white", "cold", "blizzard", "alpine", "flakes", "frozen"),
+        pitch=784.0,
+        beat=0.0,
     ),
     Topic(
         "desert",
@@ -73,6 +85,8 @@ TOPICS = (
         shape="diamond",
         motion="drift_left",
         words=("desert", "sand", "dunes", "dry", "cactus", "camel", "mirage", "arid", "canyon", "heat"),
+        pitch=147.0,
+        beat=2.5,
     ),
     Topic(
         "candy",
@@ -81,6 +95,8 @@ TOPICS = (
         shape="ring",
         motion="bounce",
         words=("candy", "sweet", "sugar", "pink", "lolly", "dessert", "caramel", "treat", "jelly", "bonbon"),
+        pitch=659.0,
+        beat=6.0,
     ),
     Topic(
         "space",
@@ -89,5 +105,7 @@ TOPICS = (
         shape="star",
         motion="rotate",
         words=("space", "galaxy", "stars", "planet", "orbit", "cosmic", "nebula", "comet", "rocket", "moon"),
+        pitch=110.0,
+        beat=0.0,
     ),
 )
