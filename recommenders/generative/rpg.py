@@ -34,6 +34,7 @@ from torch import nn
 
 from recommenders.data import RecommenderError
 from recommenders.evaluate import pad_histories
+from recommenders.generative.semantic_ids import with_codebook_size
 from recommenders.models.sasrec import SASRec, SASRecConfig
 from recommenders.registry import register
 
@@ -69,8 +70,7 @@ class RPG(SASRec):
     item_inputs = "semantic_ids"
 
     def __init__(self, n_users: int, n_items: int, config: RPGConfig, features: torch.Tensor | None = None):
-        if features is not None and config.codebook_size is None:  # saved resolved: a checkpoint needs no IDs
-            config = config.model_copy(update={"codebook_size": int(torch.as_tensor(features).max().clamp(min=0)) + 1})
+        config = with_codebook_size(config, features)
         super().__init__(n_users, n_items, config, features)
         self.item_emb = None  # items are their digits
         self.levels, self.vocab = self.semantic_ids.shape[1], config.codebook_size + 1

@@ -21,6 +21,14 @@ from recommenders.data import RecommenderError
 log = logging.getLogger("seerec.recommenders")
 
 
+def with_codebook_size(config, features):
+    """`config` with `codebook_size` read from the IDs when it is unset; a model saves it resolved, so that a
+    checkpoint is rebuilt without the IDs (from placeholder inputs)."""
+    if features is None or config.codebook_size is not None:
+        return config
+    return config.model_copy(update={"codebook_size": int(np.asarray(features).max(initial=0)) + 1})
+
+
 def _read(store, column: str) -> tuple[list[str], list[list[int]]]:
     if not store.exists():
         raise RecommenderError(f"the store at {store.cfg.uri} has no item table, so semantic IDs cannot be read; "

@@ -41,6 +41,7 @@ from pipeline.config import Section
 from recommenders.base import Recommender, shuffled_batches
 from recommenders.evaluate import pad_histories
 from recommenders.generative.decoder import Decoder, Memory
+from recommenders.generative.semantic_ids import with_codebook_size
 from recommenders.generative.trie import ROOT, SemanticIdTrie
 from recommenders.layers import KVCache
 from recommenders.registry import register
@@ -89,8 +90,7 @@ class TIGER(Recommender):
     item_inputs = "semantic_ids"
 
     def __init__(self, n_users: int, n_items: int, config: TigerConfig, features: torch.Tensor | None = None):
-        if features is not None and config.codebook_size is None:  # saved resolved: a checkpoint needs no IDs
-            config = config.model_copy(update={"codebook_size": int(torch.as_tensor(features).max().clamp(min=0)) + 1})
+        config = with_codebook_size(config, features)
         super().__init__(n_users, n_items, config, features)
         d_model, heads, ff, dropout = config.d_model, config.heads, config.ff, config.dropout
         levels, max_items, user_buckets = self.semantic_ids.shape[1], config.max_items, config.user_buckets
