@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +32,6 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, write_result  # noqa: E402
-from benchmarks.generative import CACHE, DATA, BudgetSpent, StepBudget, beam_latency, subset  # noqa: E402
+from benchmarks.generative import CACHE, DATA, BudgetSpent, StepBudget, beam_latency, fit_within_budget, subset  # noqa: E402
 from extractors.semantic_ids import concat_columns, make_tokenizer, resolve  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import leave_one_out, load_interactions  # noqa: E402
 from recommenders.evaluate import evaluate, evaluate_scores  # noqa: E402
-from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "rpg_beauty.json"
 PUBLISHED_UNMASKED = {"tiger": {"recall@10": 0.0648, "ndcg@10": 0.0384},
@@ -96,12 +93,7 @@ def train_seerec(split, ids: np.ndarray, args) -> tuple[object, StepBudget]:
                                       "progress": False, "batch_size": args.batch_size, "lr": args.lr,
                                       "device": "cpu", "seed": 0, "cpu_threads": 1, "mask_history": False,
                                       "eval_batch_size": 1024}}).train
-    model = build_model(tcfg, split.n_users, split.n_items, ids)
-    budget, batches = StepBudget(args.budget_s), model.batches
-    model.batches = lambda train, batch_size, rng: budget.wrap(batches(train, batch_size, rng))
-    with contextlib.suppress(BudgetSpent):
-        fit(model, replace(split, valid=subset(split.valid, 2000)), tcfg)
-    return model.eval(), budget
+    return fit_within_budget(tcfg, split, ids, args.budget_s, valid_users=2000)
 
 
 def train_cornac(split, vectors: np.ndarray, args) -> tuple[object, StepBudget, float]:

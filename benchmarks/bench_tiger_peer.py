@@ -21,14 +21,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +43,12 @@ from benchmarks.generative import (  # noqa: E402
     add_common_arguments,
     beam_latency,
     beauty,
+    fit_within_budget,
     subset,
 )
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import EvalSet  # noqa: E402
 from recommenders.evaluate import evaluate_scores  # noqa: E402
-from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "tiger_peer.json"
 
@@ -69,12 +67,7 @@ def train_seerec(split, ids: np.ndarray, args) -> tuple[object, StepBudget]:
     tcfg = validate_config({"train": {"model": "tiger", "tiger": tiger, "epochs": 10 ** 6, "patience": 10 ** 6,
                                       "progress": False, "batch_size": args.batch_size, "lr": args.lr,
                                       "device": "cpu", "seed": 0}}).train
-    model = build_model(tcfg, split.n_users, split.n_items, ids)
-    budget, batches = StepBudget(args.budget_s), model.batches
-    model.batches = lambda train, batch_size, rng: budget.wrap(batches(train, batch_size, rng))
-    with contextlib.suppress(BudgetSpent):
-        fit(model, replace(split, valid=subset(split.valid, 256)), tcfg)
-    return model.eval(), budget
+    return fit_within_budget(tcfg, split, ids, args.budget_s, valid_users=256)
 
 
 def train_cornac(split, ids: np.ndarray, vectors: np.ndarray, args) -> tuple[object, StepBudget]:

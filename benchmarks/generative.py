@@ -4,8 +4,10 @@ budget that two libraries' loops can share, and beam-search latency per user."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from benchmarks.common import REPO
 from extractors.semantic_ids import make_tokenizer, resolve
 from recommenders.data import EvalSet, Split, leave_one_out, load_interactions
 from recommenders.generative.tiger import TigerConfig
+from recommenders.train import build_model, fit
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty"
 CACHE = REPO / "benchmarks" / ".cache" / "beauty-minilm.npy"
@@ -105,6 +108,17 @@ class StepBudget:
                 "epochs": round(self.steps / steps_per_epoch, 3), "steps_per_epoch": steps_per_epoch,
                 "s_per_step_mean": round(self.spent / max(1, self.steps), 3), "s_per_step_median": round(median, 3),
                 "s_per_epoch": round(self.spent / max(1, self.steps) * steps_per_epoch, 1)}
+
+
+def fit_within_budget(tcfg, split: Split, ids: np.ndarray, budget_s: float, valid_users: int):
+    """seerec's model built from `tcfg` and trained by its own loop for `budget_s` seconds of steps (validation
+    on a fixed subset of `valid_users`); (the model in eval mode with its last weights, the budget's record)."""
+    model = build_model(tcfg, split.n_users, split.n_items, ids)
+    budget, batches = StepBudget(budget_s), model.batches
+    model.batches = lambda train, batch_size, rng: budget.wrap(batches(train, batch_size, rng))
+    with contextlib.suppress(BudgetSpent):
+        fit(model, replace(split, valid=subset(split.valid, valid_users)), tcfg)
+    return model.eval(), budget
 
 
 def beam_latency(beam_fn: Callable[[np.ndarray, list], object], users: np.ndarray, histories: list, beam: int,
