@@ -23,9 +23,6 @@ from recommenders.runs import load_run
 
 log = logging.getLogger("seerec.explore")
 
-# Models that score by a trained per-user embedding: a history typed in for a new user means nothing to them.
-USER_EMBEDDING_MODELS = ("bpr", "lightgcn")
-
 
 class RunError(SeerecError):
     """A run folder the explorer cannot read, or a user or item it does not know; one sentence."""
@@ -133,7 +130,7 @@ class UserModel:
 
     def recommend(self, history: list[str], k: int, user_id: str | None = None) -> list[dict]:
         """The top k after `history` (its items excluded), each with its score and whether training saw it."""
-        if user_id is None and self.name in USER_EMBEDDING_MODELS:
+        if user_id is None and self.model.user_embeddings:  # a typed history means nothing to them
             raise RunError(f"{self.name} scores users by their trained embedding, so it has nothing for a new "
                            "user; open this page with a sequential or content run")
         unknown = [item for item in history if item not in self.item_index]
