@@ -100,7 +100,7 @@ def run_train(cfg: SeerecConfig, prepared: Prepared | None = None) -> RunResult:
     }
     if report is not None:
         metrics["evaluation_report"] = report
-    write_run(run_dir, cfg, model, metrics, interactions, test)
+    write_run(run_dir, cfg, model, metrics, interactions, split, test)
     if tcfg.export_column:
         export_item_embeddings(prepared.store, tcfg.export_column, model, interactions.item_ids, run_id,
                                f"{tcfg.model}:{'+'.join(tcfg.features) or 'ids'}")

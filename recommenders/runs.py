@@ -8,7 +8,9 @@
 - `items.json` (item index -> item id), `config.yaml` (the resolved config), `curve.png` (loss and validation
   NDCG@10 per epoch) and `test_per_user.csv` (each test user's target and rank);
 - `users.json` (user index -> user id) and `histories.parquet` (per user index, every item index of the user
-  in the run's data, in time order): what `seerec recommend` serves known users from (`load_serving`).
+  in the run's data, in time order): what `seerec recommend` serves known users from (`load_serving`);
+- `trained_items.json`: the ids of the items in at least one training history of the split, so that a view
+  of the run can mark what the model never saw in training (cold-start items, items without interactions).
 
 `metrics.json` carries `warnings`, e.g. when the best epoch was the last one (validation still improving).
 """
@@ -29,7 +31,7 @@ import yaml
 
 from pipeline.config import SeerecConfig, TrainConfig, validate_config
 from recommenders.base import Recommender
-from recommenders.data import Interactions, RecommenderError
+from recommenders.data import Interactions, RecommenderError, Split
 from recommenders.evaluate import EvalResult
 
 log = logging.getLogger("seerec.train")
@@ -53,7 +55,7 @@ def run_folder(tcfg: TrainConfig) -> tuple[Path, str]:
 
 
 def write_run(run_dir: Path, cfg: SeerecConfig, model: Recommender, metrics: dict, interactions: Interactions,
-              test: EvalResult) -> None:
+              split: Split, test: EvalResult) -> None:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     metrics["warnings"] = training_warnings(metrics)
     for warning in metrics["warnings"]:
@@ -64,6 +66,8 @@ def write_run(run_dir: Path, cfg: SeerecConfig, model: Recommender, metrics: dic
     (run_dir / "users.json").write_text(json.dumps([str(u) for u in interactions.user_ids]))
     histories = pa.array([np.asarray(s, np.int64) for s in interactions.sequences], pa.list_(pa.int64()))
     pq.write_table(pa.table({"history": histories}), run_dir / "histories.parquet")
+    trained = np.unique(np.concatenate([np.zeros(0, np.int64), *split.train])).astype(np.int64)
+    (run_dir / "trained_items.json").write_text(json.dumps([str(i) for i in interactions.item_ids[trained]]))
     per_user = test.per_user()
     frame = pd.DataFrame({"user_id": interactions.user_ids[per_user["user"]],
                           "target_item_id": interactions.item_ids[per_user["target"]], "rank": per_user["rank"]})
@@ -93,6 +97,7 @@ class ServingData:
     user_ids: list[str]  # user index -> id
     histories: list[np.ndarray]  # per user index: item indexes in time order
     config: SeerecConfig  # the run's resolved config (its store is where the items live)
+    trained_items: frozenset[str] | None  # ids in a training history; None: the folder predates trained_items.json
 
 
 def load_serving(run_dir: str | Path) -> ServingData:
@@ -109,8 +114,10 @@ def load_serving(run_dir: str | Path) -> ServingData:
     config = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
     column = pq.read_table(run_dir / "histories.parquet")["history"]
     histories = [np.asarray(h, dtype=np.int64) for h in column.to_numpy(zero_copy_only=False)]
+    trained = run_dir / "trained_items.json"
     return ServingData(json.loads((run_dir / "items.json").read_text()),
-                       json.loads((run_dir / "users.json").read_text()), histories, config)
+                       json.loads((run_dir / "users.json").read_text()), histories, config,
+                       frozenset(json.loads(trained.read_text())) if trained.is_file() else None)
 
 
 def plot_curve(history: list[dict], path: Path, title: str) -> None:

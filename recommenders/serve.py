@@ -5,12 +5,14 @@
 after training (`add_new_items`), so those are recommendable without retraining. `Server.rows(users,
 histories)` ranks a batch and returns one row per recommendation (user_id, rank 1..k, item_id, score);
 a user with nothing to recommend gets one row with a `note` instead, so a batch never stops for one user.
+The explorer's user pages are served by the same class (`history`, `unknown`, `in_training` are theirs).
 `BatchRecommender` is the same as a callable class over batches of user indexes (what a Ray Data actor holds),
 built from the run folder's files (`run_files`) rather than its path, so actors on other nodes can load it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -56,20 +58,36 @@ class Server:
                    Path(run_dir))
 
     # ---- resolving ids ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def item_index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self.item_ids)}
+
     def user_index(self, user_id: str) -> int:
         found = np.flatnonzero(self.user_ids == user_id)
         if not len(found):
             raise RecommenderError(f"user {user_id!r} is not in run {self.run_dir.name} ({len(self.user_ids)} "
-                                   "users); give --history for a new user")
+                                   "users); a new user is ranked from a history of item ids instead")
         return int(found[0])
+
+    def history(self, user_id: str) -> list[str]:
+        """A known user's items in the run's data, oldest first (what `for_user` excludes from the ranking)."""
+        return [str(i) for i in self.item_ids[self.data.histories[self.user_index(user_id)]]]
+
+    def unknown(self, item_ids: Sequence[str]) -> list[str]:
+        """The ids the run cannot rank from: not in its items (nor added after training)."""
+        return [i for i in item_ids if i not in self.item_index]
+
+    def in_training(self, item_id: str) -> bool | None:
+        """Whether a training history of the run held the item; None for a folder without trained_items.json."""
+        trained = self.data.trained_items
+        return None if trained is None else item_id in trained
 
     def history_indexes(self, item_ids: Sequence[str]) -> np.ndarray:
         """Item indexes of a new user's history; unknown ids are named in a warning (all unknown: an error)."""
         item_ids = [i.strip() for i in item_ids if i.strip()]
         if not item_ids:
             raise RecommenderError("the history is empty; give item ids like --history 12,40,7")
-        index = {item: i for i, item in enumerate(self.item_ids)}
-        unknown = [i for i in item_ids if i not in index]
+        unknown = self.unknown(item_ids)
         if len(unknown) == len(item_ids):
             raise RecommenderError(f"none of the history's items is in run {self.run_dir.name}'s catalog: "
                                    f"{', '.join(unknown[:10])}")
@@ -78,9 +96,9 @@ class Server:
                         ", ".join(unknown[:10]))
         if self.model.user_embeddings:
             raise RecommenderError(f"model {self.model.name} scores users by embeddings learned in training, so it "
-                                   "cannot rank a new user from a history; use --user, or a run of a sequential "
-                                   "or content model")
-        return np.array([index[i] for i in item_ids if i in index], dtype=np.int64)
+                                   "cannot rank a new user from a history; ask for one of the run's users, or use a "
+                                   "run of a sequential or content model")
+        return np.array([self.item_index[i] for i in item_ids if i in self.item_index], dtype=np.int64)
 
     # ---- ranking ------------------------------------------------------------------------------------------
     def rows(self, users: np.ndarray, histories: Sequence[np.ndarray], user_ids: Sequence[str], k: int,

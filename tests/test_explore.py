@@ -4,7 +4,9 @@ and that nothing is written to the store. The real MicroLens videos are served t
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,7 @@ from jobs.explore import ExploreError, build_app, serve
 from jobs.ingest import run_ingest
 from pipeline.config import validate_config
 from pipeline.store import ItemStore
+from recommenders.serve import Server
 from tests.explore_store import (
     ATTRIBUTE_TITLE,
     FAILED_ID,
@@ -162,14 +165,42 @@ def test_users_recommendations_and_a_new_user(client, built):
     assert popular.status_code == 200 and "never in training" in popular.text
     new = client.get("/recommend", params={"run": "compare/sasrec", "items": f"{built.video_id}, {FAILED_ID}"})
     assert new.status_code == 200 and "A new user" in new.text
+    partly = client.get("/recommend", params={"run": "compare/sasrec", "items": f"{built.video_id} nope"})
+    assert partly.status_code == 200 and "left out of the ranking: nope" in partly.text
     unknown = client.get("/recommend", params={"run": "compare/sasrec", "items": "nope"})
-    assert unknown.status_code == 400 and "does not know item &#39;nope&#39;" in unknown.text
+    assert unknown.status_code == 400 and "none of the history&#39;s items is in run sasrec" in unknown.text
     nobody = client.get("/user", params={"run": "compare/sasrec", "id": "nobody"})
-    assert nobody.status_code == 400 and "has no user &#39;nobody&#39;" in nobody.text
+    assert nobody.status_code == 400 and "user &#39;nobody&#39; is not in run sasrec" in nobody.text
     assert client.get("/user", params={"run": "elsewhere", "id": user}).status_code == 400
     assert client.get("/user", params={"run": "compare/bpr", "id": user}).status_code == 200
     by_embedding = client.get("/recommend", params={"run": "compare/bpr", "items": built.video_id})
-    assert by_embedding.status_code == 400 and "has nothing for a new user" in by_embedding.text
+    assert by_embedding.status_code == 400 and "cannot rank a new user" in by_embedding.text
+
+
+def test_the_user_pages_are_seerec_recommend(client, built):
+    """The page shows what `Server` (the class behind `seerec recommend`) ranks, scores included, and marks
+    exactly the items outside the run's trained_items.json."""
+    run = built.compare_dir / "sasrec"
+    server = Server.from_run(run)
+    user = str(server.user_ids[0])
+    expected = server.for_user(user, 20).to_pylist()
+    page = client.get("/user", params={"run": "compare/sasrec", "id": user}).text
+    recommended = re.search(r'id="recommended">(.*?)</div>', page, re.S).group(1)
+    shown = re.findall(r'href="/items/([^"]+)".*?score (-?\d+\.\d{4})( · never in training)?', recommended, re.S)
+    assert [(i, float(s)) for i, s, _ in shown] == [(r["item_id"], round(r["score"], 4)) for r in expected]
+    trained = set(json.loads((run / "trained_items.json").read_text()))
+    assert trained < set(json.loads((run / "items.json").read_text())) and OUTSIDE_ID not in trained
+    assert all(bool(never) == (i not in trained) for i, _, never in shown)
+
+
+def test_a_run_folder_without_trained_items_still_serves_with_a_note(built, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(built.compare_dir / "popularity", old)
+    (old / "trained_items.json").unlink()
+    client = TestClient(build_app(built.cfg, [old], load_encoder=False))
+    page = client.get("/recommend", params={"run": "old-run", "items": built.video_id})
+    assert page.status_code == 200 and "written before seerec recorded which items" in page.text
+    assert "score " in page.text and "· never in training" not in page.text
 
 
 def test_runs_page_tables_and_plots(client):

@@ -1,9 +1,10 @@
 """The explorer's web app: server-rendered pages over the item store, read-only.
 
-Everything is read through `ItemStore` (scans, counts, searches, versions) and `recommenders.runs.load_run`;
-nothing here writes to the store. Every page is a Jinja template with autoescaping on, and every response
-carries a Content-Security-Policy that allows only the app's own scripts, so a title or a description holding
-HTML is shown as text and never runs. With a token, every request must carry it (see `TokenGate`).
+Everything is read through `ItemStore` (scans, counts, searches, versions) and, for the user pages,
+`recommenders.serve.Server` (a run's model, as `seerec recommend` serves it); nothing here writes to the store.
+Every page is a Jinja template with autoescaping on, and every response carries a Content-Security-Policy that
+allows only the app's own scripts, so a title or a description holding HTML is shown as text and never runs.
+With a token, every request must carry it (see `TokenGate`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from extractors.search import text_query_encoder
 from jobs.explore.media import MediaRefused, RangeNotSatisfiable, byte_range, open_media
-from jobs.explore.runs import RunError, RunView, UserModel, read_run_folder
+from jobs.explore.runs import RunError, RunView, read_run_folder
 from jobs.explore.thumbs import Thumbnails
 from pipeline.config import SeerecConfig
 from pipeline.errors import SeerecError
@@ -39,6 +40,7 @@ from pipeline.media import MediaError
 from pipeline.media_roots import MediaRoots
 from pipeline.schema import KEY, MEDIA_TYPES, SKIPPED, is_vector_field
 from pipeline.store import ItemStore
+from recommenders.serve import Server
 
 log = logging.getLogger("seerec.explore")
 
@@ -87,7 +89,7 @@ class Explorer:
     thumbs: Thumbnails
     runs: dict[str, Path] = field(default_factory=dict)  # name -> --run folder
     search_problem: str | None = None  # why text search is off, or None
-    _models: dict[str, UserModel] = field(default_factory=dict)
+    _servers: dict[str, Server] = field(default_factory=dict)
     _encoder: tuple | None = None  # (table version it was checked at, text -> vector)
     _counts: dict = field(default_factory=dict)  # this table version's counts; filters' counts by their SQL
     _sid_cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -125,13 +127,15 @@ class Explorer:
             self._counts[where] = self.store.count(where)
         return {"total": self._counts["total"], "types": self._counts["types"], "matching": self._counts[where]}
 
-    def user_model(self, run: str) -> UserModel:
-        """A run's model, loaded on first use and kept."""
+    def server(self, run: str) -> Server:
+        """A run's model with its users and histories, loaded on first use and kept."""
         if run not in self.model_runs():
             raise RunError(f"there is no run {run!r} with a trained model; pass its folder with --run")
-        if run not in self._models:
-            self._models[run] = UserModel(self.model_runs()[run])
-        return self._models[run]
+        if run not in self._servers:
+            self._servers[run] = Server.from_run(self.model_runs()[run])
+            log.info("loaded run %s (%s): %d users, %d items", run, self._servers[run].model.name,
+                     len(self._servers[run].user_ids), len(self._servers[run].item_ids))
+        return self._servers[run]
 
     def model_runs(self) -> dict[str, Path]:
         """Every run folder holding a model: the --run folders and the entries of comparison folders."""
@@ -276,39 +280,49 @@ def users(request: Request) -> Response:
     context = {"runs": list(ex.model_runs()), "run": run, "users": [], "page": page, "pages": 0, "problem": None}
     if run:
         try:
-            model = ex.user_model(run)
-            context["pages"] = max(1, math.ceil(len(model.user_ids) / PAGE_SIZE))
-            context["users"] = [str(u) for u in model.user_ids[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]]
-            context["model"] = model.name
+            server = ex.server(run)
+            context["pages"] = max(1, math.ceil(len(server.user_ids) / PAGE_SIZE))
+            context["users"] = [str(u) for u in server.user_ids[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]]
+            context["model"] = server.model.name
         except SeerecError as exc:
             context["problem"] = str(exc)
     return render(request, "users.html", context, 400 if context["problem"] else 200)
 
 
 def user(request: Request) -> Response:
+    """A known user of a run: their history and the run's top k for them (the history excluded)."""
     ex: Explorer = request.app.state.explorer
     run, user_id = request.query_params.get("run", ""), request.query_params.get("id", "")
-    model = ex.user_model(run)
-    history = model.history(user_id)
-    return _recommendations(request, ex, model, run, history, user_id)
+    server = ex.server(run)
+    history = server.history(user_id)
+    return _recommendations(request, server, run, history, server.for_user(user_id, TOP_K), user_id)
 
 
 def new_user(request: Request) -> Response:
+    """A typed history of item ids, ranked as a new user's (ids the run does not know are named and left out)."""
     ex: Explorer = request.app.state.explorer
     run = request.query_params.get("run", "")
     history = request.query_params.get("items", "").replace(",", " ").split()
     if not history:
         raise RunError("type at least one item id, separated by spaces or commas")
-    return _recommendations(request, ex, ex.user_model(run), run, history, None)
+    server = ex.server(run)
+    return _recommendations(request, server, run, history, server.for_history(history, TOP_K), None)
 
 
-def _recommendations(request: Request, ex: Explorer, model: UserModel, run: str, history: list[str],
+def _recommendations(request: Request, server: Server, run: str, history: list[str], ranked: pa.Table,
                      user_id: str | None) -> Response:
-    recommended = model.recommend(history, TOP_K, user_id)
-    trained = {i: {"trained": bool(model.trained[model.item_index[i]])} for i in history}
-    context = {"run": run, "model": model.name, "user_id": user_id, "history": ex.cards(history, trained),
-               "recommended": ex.cards([r[KEY] for r in recommended], {r[KEY]: r for r in recommended}),
-               "mask_history": model.mask_history}
+    ex: Explorer = request.app.state.explorer
+    rows = ranked.to_pylist()
+    found = [r for r in rows if r["note"] is None]
+    unknown = set(server.unknown(history))
+    context = {"run": run, "model": server.model.name, "user_id": user_id,
+               "history": ex.cards(history, {i: {"trained": server.in_training(i), "unknown": i in unknown}
+                                             for i in history}),
+               "recommended": ex.cards([r[KEY] for r in found], {r[KEY]: {"score": r["score"],
+                                                                         "trained": server.in_training(r[KEY])}
+                                                                 for r in found}),
+               "notes": [r["note"] for r in rows if r["note"]], "unknown": sorted(unknown),
+               "no_training_items": server.data.trained_items is None}
     return render(request, "user.html", context)
 
 

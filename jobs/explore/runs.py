@@ -1,31 +1,21 @@
-"""What the explorer reads from run folders: metrics, comparison tables, plots, and a run's model for users.
+"""What the explorer reads from run folders for the runs page: metrics, comparison tables and plots.
 
 A `--run` folder is either one training run (it holds `model.json`) or a comparison/ablation folder (it holds
-`*.md` tables and one run folder per entry). A user page needs a run with a model: the run's own config names
-its interaction file and split, so the user's history is rebuilt exactly as the run trained on it.
+`*.md` tables and one run folder per entry). The user pages serve a run's model through
+`recommenders.serve.Server`, as `seerec recommend` does.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-import yaml
-
-from pipeline.config import validate_config
 from pipeline.errors import SeerecError
-from recommenders.data import load_interactions, make_split
-from recommenders.runs import load_run
-
-log = logging.getLogger("seerec.explore")
 
 
 class RunError(SeerecError):
-    """A run folder the explorer cannot read, or a user or item it does not know; one sentence."""
+    """A run the explorer was not given, or a request for one it cannot answer; one sentence."""
 
 
 @dataclass
@@ -90,54 +80,3 @@ def flat_metrics(metrics: dict) -> dict:
 
     walk("", metrics)
     return flat
-
-
-class UserModel:
-    """A trained run, its item index and its users' interactions, loaded once for the user pages."""
-
-    def __init__(self, run_dir: Path):
-        if not (run_dir / "model.json").is_file():
-            raise RunError(f"{run_dir} holds no trained model (model.json); pass a run folder, not a comparison")
-        self.run_dir = run_dir
-        self.model, self.about = load_run(run_dir)
-        self.item_ids = np.array(json.loads((run_dir / "items.json").read_text()), dtype=object)
-        self.item_index = {item: i for i, item in enumerate(self.item_ids)}
-        cfg = validate_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        data = cfg.train.data
-        interactions = load_interactions(data.path, data.format, list(self.item_ids), data.min_user_interactions,
-                                         data.short_users)
-        if list(interactions.item_ids) != list(self.item_ids):
-            raise RunError(f"the interactions in {data.path} no longer give the items {run_dir} trained on")
-        split = make_split(interactions, data.split, data.valid_at, data.test_at, data.cold_items, data.seed)
-        self.user_ids = interactions.user_ids
-        self.user_index = {str(user): u for u, user in enumerate(self.user_ids)}
-        self.sequences = interactions.sequences
-        self.trained = np.zeros(len(self.item_ids), dtype=bool)
-        for history in split.train:
-            self.trained[history] = True
-        self.mask_history = cfg.train.mask_history
-        log.info("loaded run %s (%s): %d users, %d items", run_dir, self.about["model"], len(self.user_ids),
-                 len(self.item_ids))
-
-    @property
-    def name(self) -> str:
-        return self.about["model"]
-
-    def history(self, user_id: str) -> list[str]:
-        if user_id not in self.user_index:
-            raise RunError(f"run {self.run_dir.name} has no user {user_id!r}")
-        return [str(self.item_ids[i]) for i in self.sequences[self.user_index[user_id]]]
-
-    def recommend(self, history: list[str], k: int, user_id: str | None = None) -> list[dict]:
-        """The top k after `history` (its items excluded), each with its score and whether training saw it."""
-        if user_id is None and self.model.user_embeddings:  # a typed history means nothing to them
-            raise RunError(f"{self.name} scores users by their trained embedding, so it has nothing for a new "
-                           "user; open this page with a sequential or content run")
-        unknown = [item for item in history if item not in self.item_index]
-        if unknown:
-            raise RunError(f"run {self.run_dir.name} does not know item {unknown[0]!r}")
-        indexes = np.array([self.item_index[item] for item in history], dtype=np.int64)
-        user = self.user_index[user_id] if user_id is not None else 0  # models without user embeddings ignore it
-        scores, items = self.model.recommend(torch.tensor([user]), [indexes], k)
-        return [{"item_id": str(self.item_ids[i]), "score": float(s), "trained": bool(self.trained[i])}
-                for s, i in zip(scores[0].tolist(), items[0].tolist(), strict=True) if np.isfinite(s)]
