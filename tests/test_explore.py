@@ -114,6 +114,44 @@ def test_media_is_served_with_ranges(client, built):
     assert open_end.content == data[-10:]
     beyond = client.get(f"/media/{built.video_id}", headers={"Range": f"bytes={len(data)}-"})
     assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(data)}"
+    ignored = client.get(f"/media/{built.video_id}", headers={"Range": "bytes=9-3"})  # unreadable: RFC 9110 ignores
+    assert ignored.status_code == 200 and ignored.content == data
+
+
+def byteranges(response) -> list[tuple[dict, bytes]]:
+    """The parts of a multipart/byteranges body: (headers, bytes) each, checked to be framed as RFC 9110 says."""
+    kind, _, boundary = response.headers["content-type"].partition("; boundary=")
+    assert kind == "multipart/byteranges" and boundary
+    body = response.content
+    assert int(response.headers["content-length"]) == len(body) and body.endswith(f"--{boundary}--\r\n".encode())
+    parts = []
+    for chunk in body.split(f"--{boundary}".encode())[1:-1]:
+        head, _, payload = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        assert payload.endswith(b"\r\n")
+        parts.append((dict(line.split(": ", 1) for line in head.decode().split("\r\n")), payload[:-2]))
+    return parts
+
+
+def test_several_ranges_are_answered_with_multipart_byteranges(client, built):
+    uri = ItemStore(built.cfg.store).get([built.video_id], ["media_uri"])["media_uri"][0].as_py()
+    data = Path(uri).read_bytes()
+    size = len(data)
+    # Parts come in the order asked; overlapping and touching ranges become one part; unsatisfiable ones drop out.
+    asked = f"bytes=500-599, 0-99, 50-149, 150-160, -10, {size + 5}-"
+    response = client.get(f"/media/{built.video_id}", headers={"Range": asked})
+    assert response.status_code == 206 and "content-range" not in response.headers
+    parts = byteranges(response)
+    assert [p[0]["Content-Range"] for p in parts] == [f"bytes 500-599/{size}", f"bytes 0-160/{size}",
+                                                      f"bytes {size - 10}-{size - 1}/{size}"]
+    assert [p[1] for p in parts] == [data[500:600], data[:161], data[-10:]]
+    assert {p[0]["Content-Type"] for p in parts} == {"video/mp4"}
+    merged = client.get(f"/media/{built.video_id}", headers={"Range": "bytes=0-9,10-19"})  # one range after merging
+    assert merged.status_code == 206 and merged.headers["content-range"] == f"bytes 0-19/{size}"
+    assert merged.content == data[:20]
+    many = ",".join(f"{i * 10}-{i * 10}" for i in range(40))  # more parts than served: the whole file instead
+    assert client.get(f"/media/{built.video_id}", headers={"Range": f"bytes={many}"}).content == data
+    none = client.get(f"/media/{built.video_id}", headers={"Range": f"bytes={size}-,-0"})
+    assert none.status_code == 416
 
 
 @pytest.mark.parametrize("path", ["/media/../../etc/passwd", "/media/..%2F..%2Fetc%2Fpasswd", "/media//etc/passwd",

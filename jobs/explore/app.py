@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import math
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -30,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from extractors.search import text_query_encoder
-from jobs.explore.media import MediaRefused, RangeNotSatisfiable, byte_range, open_media
+from jobs.explore.media import MediaRefused, RangeNotSatisfiable, byte_ranges, open_media
 from jobs.explore.runs import RunError, RunView, read_run_folder
 from jobs.explore.thumbs import Thumbnails
 from pipeline.config import SeerecConfig
@@ -363,7 +364,7 @@ def _media_row(ex: Explorer, item_id: str) -> dict:
 
 
 def media(request: Request) -> Response:
-    """The item's file, whole (200) or the asked byte range (206), streamed in chunks."""
+    """The item's file, whole (200), the asked byte range (206) or several (206 multipart), streamed in chunks."""
     ex: Explorer = request.app.state.explorer
     row = _media_row(ex, request.path_params["item_id"])
     try:
@@ -371,10 +372,15 @@ def media(request: Request) -> Response:
     except MediaRefused as exc:
         raise HTTPException(403, str(exc)) from None
     try:
-        asked = byte_range(request.headers.get("range"), file.size)
+        asked = byte_ranges(request.headers.get("range"), file.size)
     except RangeNotSatisfiable as exc:
         return Response(str(exc), 416, {"Content-Range": f"bytes */{file.size}"}, media_type="text/plain")
-    start, end = asked or (0, file.size - 1)
+    if asked and len(asked) > 1:
+        boundary = secrets.token_hex(16)
+        length, body = file.multipart(asked, boundary)
+        return StreamingResponse(body, 206, {"Accept-Ranges": "bytes", "Content-Length": str(length)},
+                                 media_type=f"multipart/byteranges; boundary={boundary}")
+    start, end = asked[0] if asked else (0, file.size - 1)
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start + 1)}
     if asked:
         headers["Content-Range"] = f"bytes {start}-{end}/{file.size}"
