@@ -2,7 +2,7 @@
 
 `app` builds the Starlette app (pages, media with Range requests, thumbnails, the token gate), `media` serves
 media files confined to the media roots, `thumbs` caches keyframe thumbnails beside the store, and `runs` reads
-run folders (tables, plots, a run's model for the user pages).
+run folders for the runs page (tables, metrics, plots); the user pages serve a run with `recommenders.serve`.
 """
 
 from __future__ import annotations
