@@ -133,9 +133,9 @@ class Explorer:
         if run not in self.model_runs():
             raise RunError(f"there is no run {run!r} with a trained model; pass its folder with --run")
         if run not in self._servers:
-            self._servers[run] = Server.from_run(self.model_runs()[run])
-            log.info("loaded run %s (%s): %d users, %d items", run, self._servers[run].model.name,
-                     len(self._servers[run].user_ids), len(self._servers[run].item_ids))
+            server = self._servers[run] = Server.from_run(self.model_runs()[run])
+            log.info("loaded run %s (%s): %d users, %d items", run, server.model.name, len(server.user_ids),
+                     len(server.item_ids))
         return self._servers[run]
 
     def model_runs(self) -> dict[str, Path]:
