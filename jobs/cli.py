@@ -405,6 +405,8 @@ def explore(config: ConfigOption = None, overrides: Overrides = None, verbose: V
 def show_config(config: ConfigOption = None, overrides: overrides_arg("embed.text.model=BAAI/bge-base-en-v1.5") = None):
     """Print the resolved configuration (file + overrides + defaults) as YAML."""
     cfg = load_config(config, overrides or [])
+    typer.echo("# Relative paths (store.uri, ingest.path, media.roots, model folders, train.data.path, output\n"
+               f"# folders) resolve against the directory seerec runs in, not the config file's folder: {Path.cwd()}")
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
