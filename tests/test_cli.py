@@ -117,6 +117,15 @@ def test_version_short_help_and_help_that_fits_the_command():
     assert "tiger" in train and "…" not in train
 
 
+def test_version_and_help_import_no_engine():
+    """`seerec --version` and `--help` answer at once: they load neither LanceDB, Ray, torch nor a model."""
+    for flag in ("--version", "--help"):
+        result = run(sys.executable, "-X", "importtime", "-m", "jobs.cli", flag)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert not imported & {"lancedb", "ray", "torch", "pandas", "recommenders.registry"}, flag
+
+
 def test_ingest_limit(tmp_path):
     from jobs.synthetic import make_catalog
 
