@@ -26,8 +26,9 @@ from jobs.describe import run_describe
 from jobs.ingest import run_ingest
 from jobs.synthetic import make_catalog
 from pipeline.config import validate_config
+from pipeline.logs import setup_logging
 from pipeline.media import decode_item
-from pipeline.runtime import init_ray, setup_logging
+from pipeline.runtime import init_ray
 
 
 def plain_loop(cfg, manifest: Path) -> tuple[float, int, int, float]:

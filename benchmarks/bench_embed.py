@@ -33,7 +33,8 @@ import pipeline.runner
 from extractors.embed import render_template, text_model_path
 from jobs.ingest import run_ingest
 from pipeline.config import load_config
-from pipeline.runtime import FamilyWriter, setup_logging
+from pipeline.logs import setup_logging
+from pipeline.runtime import FamilyWriter
 from pipeline.schema import KEY, vector_column
 from pipeline.store import ItemStore
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import BEAUTY_SASREC, REPO, write_result  # noqa: E402
 from pipeline.config import validate_config  # noqa: E402
-from pipeline.runtime import init_ray, setup_logging  # noqa: E402
+from pipeline.logs import setup_logging  # noqa: E402
+from pipeline.runtime import init_ray  # noqa: E402
 from recommenders.runs import load_run, load_serving  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "amazon-beauty" / "Beauty.txt"

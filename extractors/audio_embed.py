@@ -27,7 +27,7 @@ def clap_model_id(cfg: AudioEmbedConfig) -> str:
 
 def clap_location(cfg: AudioEmbedConfig) -> str:
     """The checkpoint's folder or Hub id; raises one sentence for a missing folder (called on the driver first)."""
-    return model_location(cfg.model, CLAP_MARKER)
+    return model_location(cfg.model, CLAP_MARKER, "embed.audio.model", "clap")
 
 
 def audio_source(audio: AudioConfig) -> str:

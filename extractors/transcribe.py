@@ -23,7 +23,7 @@ def transcribe_model_id(cfg: TranscribeConfig) -> str:
 
 def whisper_location(cfg: TranscribeConfig) -> str:
     """The model's folder or name; raises one sentence for a missing folder (called on the driver first)."""
-    return model_location(cfg.model, WHISPER_MARKER)
+    return model_location(cfg.model, WHISPER_MARKER, "transcribe.model")
 
 
 class Transcriber:

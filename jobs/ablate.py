@@ -24,7 +24,8 @@ import pandas as pd
 
 from jobs.quantize import run_quantize
 from pipeline.config import SeerecConfig, validate_config
-from pipeline.runtime import init_ray, setup_logging
+from pipeline.logs import setup_logging
+from pipeline.runtime import init_ray
 from pipeline.schema import KEY, is_vector_field
 from pipeline.store import ItemStore
 from recommenders import ablation as ab

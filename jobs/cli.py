@@ -13,11 +13,11 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand
 
 from pipeline.config import IngestConfig, SeerecConfig, load_config
 from pipeline.errors import SeerecError
-from pipeline.runtime import setup_logging
-from recommenders.registry import model_choices
+from pipeline.logs import setup_logging
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
@@ -103,10 +103,23 @@ def quantize(config: ConfigOption = None, overrides: overrides_arg("quantize.lev
     run_quantize(_config(config, overrides, verbose), assign_only=assign_only)
 
 
-@app.command()
+class ListsModels(TyperCommand):
+    """A command whose `--model` help lists the registered models, looked up only when help is shown: the
+    registry imports every model (and torch), which `seerec --version` and other commands need not wait for."""
+
+    def format_help(self, ctx, formatter):
+        from recommenders.registry import model_choices
+
+        for param in self.params:
+            if param.name == "model":
+                param.help = "one of: " + ", ".join(model_choices().split("|"))
+        return super().format_help(ctx, formatter)
+
+
+@app.command(cls=ListsModels)
 @user_errors
 def train(config: ConfigOption = None, overrides: overrides_arg("train.epochs=20") = None, verbose: Verbose = False,
-          model: Annotated[str | None, typer.Option(help="one of: " + ", ".join(model_choices().split("|")))] = None,
+          model: Annotated[str | None, typer.Option(help="A registered model.")] = None,
           data: Annotated[str | None, typer.Option(help="Interaction file (Beauty.txt, *.inter.json, "
                                                         "pairs.csv, Parquet/CSV).")] = None):
     """Train a recommender on interactions + store features; writes runs/<name>/ (metrics, checkpoint, plot)."""
@@ -405,6 +418,8 @@ def explore(config: ConfigOption = None, overrides: Overrides = None, verbose: V
 def show_config(config: ConfigOption = None, overrides: overrides_arg("embed.text.model=BAAI/bge-base-en-v1.5") = None):
     """Print the resolved configuration (file + overrides + defaults) as YAML."""
     cfg = load_config(config, overrides or [])
+    typer.echo("# Relative paths (store.uri, ingest.path, media.roots, model folders, train.data.path, output\n"
+               f"# folders) resolve against the directory seerec runs in, not the config file's folder: {Path.cwd()}")
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 

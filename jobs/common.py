@@ -14,7 +14,7 @@ from pathlib import Path
 import recommenders.models  # noqa: F401
 from pipeline.config import ConfigError, SeerecConfig, load_config
 from pipeline.errors import SeerecError
-from pipeline.runtime import setup_logging
+from pipeline.logs import setup_logging
 
 
 def job_main(run: Callable[..., object], description: str, argv: list[str] | None = None,

@@ -34,10 +34,11 @@ def looks_local(ref: str) -> bool:
     return ref.startswith(("/", "./", "../", "~")) or Path(ref).expanduser().exists()
 
 
-def model_location(spec: str, marker: str) -> str:
-    """What a loader takes for `spec`: the folder of `local-dir:<path>`; the folder holding `marker` (e.g.
-    model.bin) inside the package of `package:<module>`; a path-like name that must exist; else `spec` unchanged
-    (a hub id or a size name, which the loader fetches or finds in its cache).
+def model_location(spec: str, marker: str, setting: str, test_model: str | None = None) -> str:
+    """What a loader takes for `spec` (the value of `setting`): the folder of `local-dir:<path>`; the folder
+    holding `marker` (e.g. model.bin) inside the package of `package:<module>`; a path-like name that must be a
+    folder holding `marker`; else `spec` unchanged (a hub id or a size name, which the loader fetches or finds
+    in its cache).
 
     Every loader takes what this returns, so a test's bundled weights load through the same code path as a
     production checkpoint."""
@@ -45,10 +46,8 @@ def model_location(spec: str, marker: str) -> str:
         return package_folder(spec.removeprefix(PACKAGE_PREFIX), marker)
     path = spec.removeprefix(LOCAL_PREFIX)
     if spec.startswith(LOCAL_PREFIX) or spec.startswith(("/", "./", "../", "~")):
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise ModelError(f"model folder {folder} does not exist")
-        return str(folder.resolve())
+        check_folder(path, setting, [marker], test_model)
+        return str(Path(path).expanduser().resolve())
     return spec
 
 

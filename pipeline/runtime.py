@@ -1,4 +1,4 @@
-"""What every job shares: logging, joining or starting Ray, bulk writes from the driver, and a summary.
+"""What every job shares: joining or starting Ray, bulk writes from the driver, and a summary.
 
 Writes happen on the driver, not in the Ray workers: stage results stream back through
 `iter_batches`, are appended to the job's staging table in large batches, and are merged into the item
@@ -14,13 +14,10 @@ import logging
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-from rich.console import Console
-from rich.logging import RichHandler
 from tqdm.auto import tqdm
 
 from pipeline.config import RayConfig
@@ -28,19 +25,6 @@ from pipeline.schema import Family
 from pipeline.store import ItemStore, UpsertResult
 
 log = logging.getLogger("seerec")
-
-
-def setup_logging(verbose: bool = False, to_stderr: bool = False) -> None:
-    """Rich log lines on stdout, or on stderr (`to_stderr`) where stdout carries data such as JSON."""
-    level = logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(show_path=False, rich_tracebacks=False, console=Console(stderr=True) if to_stderr else None)
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
-    # Ray starts its raylet with fork+exec after LanceDB is loaded; exec makes that safe, so the
-    # fork warnings that LanceDB and Lance print for it are noise.
-    warnings.filterwarnings("ignore", message=".*fork.*", category=RuntimeWarning)
-    warnings.filterwarnings("ignore", message="lance is not fork-safe")
-    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "ray.data"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def init_ray(cfg: RayConfig) -> None:

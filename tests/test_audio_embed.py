@@ -86,7 +86,8 @@ def test_clap_embeds_sound_skips_silent_videos_and_resumes(sound_catalog, make_c
 
 def test_a_missing_clap_folder_is_one_sentence(make_config, tmp_path):
     cfg = make_config(embed={**OFF, "audio": {"enabled": True, "model": str(tmp_path / "no-clap")}})
-    with pytest.raises(ModelError, match=f"model folder {tmp_path / 'no-clap'} does not exist"):
+    with pytest.raises(ModelError, match=f"embed.audio.model: the model folder {tmp_path / 'no-clap'} does not exist .*"
+                       "seerec make-test-model --kind clap"):
         run_embed(cfg)
 
 

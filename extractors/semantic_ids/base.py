@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from pipeline.errors import SeerecError
@@ -204,18 +205,34 @@ class Tokenizer(ABC):
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file() or not (directory / TENSOR_FILE).is_file():
             raise QuantizeError(f"no saved tokenizer in {directory} (expected {CONFIG_FILE} and {TENSOR_FILE})")
-        meta = json.loads((directory / CONFIG_FILE).read_text())
+        rebuild = "re-run `seerec quantize` (without --assign-only) to rebuild it"
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise QuantizeError(f"{directory / CONFIG_FILE} is not valid JSON ({exc}); {rebuild}") from None
+        if not isinstance(meta, dict):
+            raise QuantizeError(f"{directory / CONFIG_FILE} holds no tokenizer settings; {rebuild}")
         if meta.get("kind") in ("rkmeans", "rqvae", "opq"):
             importlib.import_module(f"extractors.semantic_ids.{meta['kind']}")  # registers the class
         cls = Tokenizer.registry.get(meta.get("kind"))
         if cls is None:
             raise QuantizeError(f"{directory / CONFIG_FILE} names an unknown tokenizer kind {meta.get('kind')!r}")
-        tok = cls(levels=meta["levels"], codebook_size=meta["codebook_size"], preprocess=meta["preprocess"],
-                  columns=meta["columns"], seed=meta["seed"], **meta["params"])
-        tok.dim, tok.fit_seconds = meta["dim"], meta.get("fit_seconds", 0.0)
-        tensors = load_file(str(directory / TENSOR_FILE))
-        tok.pre.load_state(tensors)
-        tok.load_tensors({k: v for k, v in tensors.items() if not k.startswith("pre.")})
+        try:
+            tok = cls(levels=meta["levels"], codebook_size=meta["codebook_size"], preprocess=meta["preprocess"],
+                      columns=meta["columns"], seed=meta["seed"], **meta["params"])
+            tok.dim, tok.fit_seconds = meta["dim"], meta.get("fit_seconds", 0.0)
+        except KeyError as exc:
+            raise QuantizeError(f"{directory / CONFIG_FILE} lacks the setting {exc}; {rebuild}") from None
+        except TypeError as exc:  # an unknown key in params: the constructor names it
+            raise QuantizeError(f"{directory / CONFIG_FILE} does not describe a {meta['kind']} tokenizer "
+                                f"({exc}); {rebuild}") from None
+        try:
+            tensors = load_file(str(directory / TENSOR_FILE))
+            tok.pre.load_state(tensors)
+            tok.load_tensors({k: v for k, v in tensors.items() if not k.startswith("pre.")})
+        except (SafetensorError, KeyError, ValueError) as exc:
+            raise QuantizeError(f"{directory / TENSOR_FILE} cannot be read as this tokenizer's weights ({exc}); "
+                                f"{rebuild}") from None
         tok.fitted = True
         return tok
 

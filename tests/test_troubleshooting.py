@@ -1,0 +1,141 @@
+"""docs/troubleshooting.md is true: each bad input below, given to the `seerec` CLI, gets the exit code and the
+exact message the page's table shows for it (an `…` in the page stands for a part that depends on the machine).
+
+The cases that need a running stage, a cluster or a browser are tested where their behaviour is (test_ingest,
+test_media, test_submit, test_explore, ...); these are the ones the CLI answers before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from extractors.semantic_ids import make_tokenizer
+from jobs.cli import app
+from pipeline.config import StoreConfig
+from pipeline.schema import catalog_schema, vector_family
+from pipeline.store import ItemStore
+from tests.helpers import REPO
+
+PAGE = (REPO / "docs" / "troubleshooting.md").read_text()
+BOX = re.compile(r"[│╭╮╰╯─]")
+
+
+def documented(bad_input: str) -> tuple[str, str]:
+    """The message and the exit cell of the table row whose first cell is `bad_input`."""
+    [row] = [line for line in PAGE.splitlines() if line.startswith(f"| {bad_input} | ")]
+    message, exit_cell = row.removeprefix(f"| {bad_input} | ").removesuffix(" |").rsplit(" | ", 1)
+    return message.removeprefix("`").removesuffix("`"), exit_cell
+
+
+def assert_says(output: str, message: str) -> None:
+    """`output` holds the message's parts, in order, with any whitespace (and a usage box's frame) between."""
+    flat = " ".join(BOX.sub(" ", output).split())
+    position = 0
+    for part in (" ".join(p.split()) for p in message.split("…")):
+        found = flat.find(part, position)
+        assert found >= 0, f"{part!r} is not in what seerec printed: {flat!r}"
+        position = found + len(part)
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return tmp_path
+
+
+def small_store(uri: str) -> None:
+    store = ItemStore(StoreConfig(uri=uri))
+    store.create_if_missing()
+    ids = [f"i{n}" for n in range(40)]
+    store.upsert(pa.Table.from_pylist([{"item_id": i, "media_type": "image", "title": i} for i in ids],
+                                      schema=catalog_schema()))
+    family = vector_family("text_vec", 8)
+    vectors = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    store.write_family(family, family.rows(pa.array(ids), pa.array(list(vectors), family.value.type), "m",
+                                           [None] * 40, source="{title}"))
+
+
+def saved_tokenizer(folder: str, damage: str) -> None:
+    vectors = np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32)
+    make_tokenizer("rkmeans", levels=2, codebook_size=4, columns=["text_vec"]).fit(vectors).save(folder)
+    config = Path(folder) / "tokenizer.json"
+    if damage == "weights":
+        (Path(folder) / "tokenizer.safetensors").write_bytes(b"not safetensors" * 4)
+    elif damage == "key":
+        meta = json.loads(config.read_text())
+        meta["params"]["nope"] = 1
+        config.write_text(json.dumps(meta))
+    else:
+        config.write_text("{not json")
+
+
+QUANTIZE = ["quantize", "--assign-only", "store.uri=st", "quantize.out_dir=tok", "quantize.columns=[text_vec]"]
+CASES = [
+    # (the page's bad-input cell, the command's arguments, what to set up first)
+    ("`'embed.text.template={title'`", ["embed", "store.uri=st", "embed.text.template={title"], "store"),
+    ("`'embed.text.template=title}'`", ["embed", "store.uri=st", "embed.text.template=title}"], "store"),
+    ("`'embed.text.template={title!z}'`", ["embed", "store.uri=st", "embed.text.template={title!z}"], "store"),
+    ("`media.roots=[../x/..]`", ["config", "media.roots=[../x/..]"], None),
+    ("`media_type in (video`", ["search", "store.uri=st", "--where", "media_type in (video", "--text", "x"], "store"),
+    ("`media_type in 'video' image`", ["search", "store.uri=st", "--where", "media_type in 'video' image", "--text",
+                                        "x"], "store"),
+    ("`--path catalog` (a folder) with `--source manifest`", ["ingest", "--path", "catalog"], "catalog"),
+    ("`--path /dev/zero` (a device, a FIFO)", ["ingest", "--path", "/dev/zero"], None),
+    ("`--source s3rec --path items.csv` (a file where a dataset folder is needed)",
+     ["ingest", "--source", "s3rec", "--path", "items.csv"], "items.csv"),
+    ("`describe.model=./nope` (no such folder)", ["describe", "describe.model=./nope"], None),
+    ("`embed.text.model=/nope`", ["embed", "embed.text.model=/nope"], None),
+    ("`describe.model=/tmp` (a folder that is not a checkpoint)", ["describe", "describe.model=/tmp"], None),
+    ("`embed.image.model=ViT-Nope`", ["embed", "embed.image.model=ViT-Nope"], None),
+    ("`embed.image.pretrained=nope`", ["embed", "embed.image.pretrained=nope"], None),
+    ("`describe_audio.model=./nope`", ["describe-audio", "describe_audio.model=./nope"], None),
+    ("`transcribe.model=./nope`", ["transcribe", "transcribe.model=./nope"], None),
+    ("`embed.audio.model=./nope` (with `embed.audio.enabled=true`)",
+     ["embed", "embed.audio.enabled=true", "embed.audio.model=./nope"], None),
+    ("`seerec submit ingest --no-such-flag` (rejected before connecting)", ["submit", "ingest", "--no-such-flag"],
+     "ray"),
+    ("`seerec submit embed --forse`", ["submit", "embed", "--forse"], "ray"),
+    ("`seerec submit` with `RAY_ADDRESS` set to a dashboard that is down (the address is taken from "
+     "`RAY_API_SERVER_ADDRESS`, then `RAY_ADDRESS`)", ["submit", "ingest"], "ray"),
+    ("`seerec make-test-model --kind bert OUT`", ["make-test-model", "--kind", "bert", "OUT"], None),
+    ("`seerec search -k 0 …` (or a negative k; `ItemStore.search_vector` with k=0 raises `a search returns at least "
+     "1 item, not k=0`)", ["search", "-k", "0", "--text", "x"], None),
+    ("`--host 0.0.0.0` without `--token` or `SEEREC_EXPLORE_TOKEN`", ["explore", "--host", "0.0.0.0"], None),
+    ("`seerec store info store.uri=/nope/x` (no store there; also `search`, `train`)",
+     ["store", "info", "store.uri=/nope/x"], None),
+    ("`seerec ingest store.uri=items.csv` (a file)", ["ingest", "--path", "m.csv", "store.uri=items.csv"],
+     "items.csv"),
+    ("`seerec quantize --assign-only` with a corrupted `tokenizer.safetensors`", QUANTIZE, "weights"),
+    ("`seerec quantize --assign-only` with an unknown key in `tokenizer.json`'s `params`", QUANTIZE, "key"),
+    ("`seerec quantize --assign-only` with a `tokenizer.json` that is not JSON", QUANTIZE, "json"),
+]
+
+
+@pytest.mark.parametrize(("bad_input", "args", "setup"), CASES, ids=[c[0][:60] for c in CASES])
+def test_the_page_shows_what_seerec_says(here, bad_input, args, setup):
+    message, exit_cell = documented(bad_input)
+    if setup == "store":
+        small_store("st")
+    elif setup == "catalog":
+        (here / "catalog").mkdir()
+    elif setup == "items.csv":
+        (here / "items.csv").write_text("item_id\n")
+        (here / "m.csv").write_text("item_id,media_uri,media_type,title\na,,image,x\n")
+    elif setup in ("weights", "key", "json"):
+        small_store("st")
+        saved_tokenizer("tok", setup)
+    # Nothing listens on port 9 (discard): a job submission must fail to connect, after checking its flags.
+    env = {"RAY_ADDRESS": "http://127.0.0.1:9"} if setup == "ray" else {}
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2 and exit_cell in ("exit 2", "2"), (result.exit_code, exit_cell, result.output)
+    assert_says(result.stderr, message)
+    assert "Traceback" not in result.output
+
