@@ -1,0 +1,94 @@
+"""What a local job prints when nobody watches a terminal, and how it ends on Ctrl-C: real `python -m jobs.embed`
+processes with stdout and stderr piped, on a small text catalog and the packaged MiniLM encoder."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.runtime import RESUME_HINT
+from pipeline.store import ItemStore
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240
+# Lines only Ray itself writes: its Python loggers ("2026-01-01 00:00:00,000\tWARNING file.py:1 -- ...") and its
+# C++ core ("[2026-01-01 00:00:00,000 E 123 123] file.cc:1: ...").
+RAY_WARNING = re.compile(r"^\S+ \S+\s+(WARNING|ERROR)\b|^\[\S+ \S+ [WEF] \d+ \d+\]|Warning:", re.MULTILINE)
+
+
+def write_config(tmp_path: Path, n_items: int, **store) -> Path:
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("item_id,media_uri,media_type,title\n"
+                        + "".join(f"i{i},,text,item {i} is about topic {i % 7}\n" for i in range(n_items)))
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"uri": str(tmp_path / "store"), **store}, "ray": {"num_cpus": 2, "progress_log_s": 0.5},
+        "ingest": {"path": str(manifest)},
+        "embed": {"image": {"enabled": False}, "text": {"items_per_batch": 4, "encode_batch_size": 4}}}))
+    return config
+
+
+def job(stage: str, config: Path, stdout, stderr) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    return subprocess.Popen([sys.executable, "-m", f"jobs.{stage}", "-c", str(config)], cwd=REPO, env=env,
+                            stdout=stdout, stderr=stderr, text=True)
+
+
+def run_job(stage: str, config: Path) -> subprocess.CompletedProcess:
+    process = job(stage, config, subprocess.PIPE, subprocess.PIPE)
+    out, err = process.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
+    """One test for both, as each Ray start costs seconds: the interrupted run, then the re-run that finishes it."""
+    n_items = 400
+    config = write_config(tmp_path, n_items, write_batch_rows=8)
+    assert run_job("ingest", config).returncode == 0
+    store = ItemStore(load_config(config).store)
+    out, err = tmp_path / "embed.out", tmp_path / "embed.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = job("embed", config, stdout, stderr)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "embed-text: " not in out.read_text():  # results are reaching the driver
+            assert process.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stage never got going"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = err.read_text().strip().splitlines()
+    assert code == 130 and lines[-1] == f"interrupted: {RESUME_HINT}", err.read_text()[-3000:]
+    assert "Traceback" not in err.read_text() and not RAY_WARNING.search(err.read_text()), err.read_text()[-3000:]
+    staged = store.staging_tables("text_vec")
+    kept = sum(store.db.open_table(name).count_rows() for name in staged)
+    assert 0 < kept < n_items, "the interrupt came too early or too late to test a resume"
+
+    rerun = run_job("embed", config)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = " ".join(rerun.stdout.split())  # log lines wrap outside a terminal
+    assert f"{n_items} items, {kept} skipped as already done, {n_items - kept} done, 0 failed" in summary, summary
+    printed = rerun.stdout + rerun.stderr
+    assert "\r" not in printed  # no bar, ours, Ray Data's or a worker's, redraws itself inside the log
+    assert not RAY_WARNING.search(printed), printed[-3000:]
+    for text in ("Token authentication", "constructor arguments", "Progress bars disabled", "deprecated"):
+        assert text not in printed, printed[-3000:]
+    progress = re.findall(rf"embed-text: ([\d,]+)/{n_items - kept:,} items, (\d+) failed, [\d.]+ items/s", rerun.stdout)
+    assert progress and all(failed == "0" for _, failed in progress), rerun.stdout
+    rows = store.scan(["item_id", "text_vec"])
+    assert rows.num_rows == n_items and pc.count_distinct(rows["item_id"]).as_py() == n_items
+    assert rows["text_vec"].null_count == 0 and store.staging_tables("text_vec") == []
