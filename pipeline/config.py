@@ -124,6 +124,7 @@ class AudioConfig(Section):
 class IngestConfig(Section):
     # s3rec: one Amazon category in S3-Rec's layout (amazon-beauty is its older name); recbole: .item/.inter files.
     source: Literal["manifest", "microlens", "s3rec", "amazon-beauty", "amazon-scientific", "recbole"] = "manifest"
+    # A manifest file (local, or on an object store: s3://bucket/items.parquet) or a local dataset folder.
     path: str | None = None
     limit: int | None = Field(None, ge=1)
 

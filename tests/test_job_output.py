@@ -15,9 +15,11 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from pipeline.config import load_config
-from pipeline.runtime import RESUME_HINT
+from pipeline.config import StoreConfig, load_config
+from pipeline.runtime import RESUME_HINT, FamilyWriter
+from pipeline.schema import vector_family
 from pipeline.store import ItemStore
+from tests.test_store import catalog_rows, family_rows, random_vectors
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
@@ -48,6 +50,23 @@ def run_job(stage: str, config: Path) -> subprocess.CompletedProcess:
     process = job(stage, config, subprocess.PIPE, subprocess.PIPE)
     out, err = process.communicate(timeout=TIMEOUT_S)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_outside_a_terminal_the_writer_logs_progress_lines_instead_of_a_bar(tmp_path, caplog):
+    store = ItemStore(StoreConfig(uri=str(tmp_path / "store")))
+    store.create_if_missing()
+    store.upsert(catalog_rows([f"i{i}" for i in range(1500)]))
+    family = vector_family("vec", 4)
+    writer = FamilyWriter(store, family, total=1500, stage="embed-text", log_every_s=1e-9)  # stderr is captured
+    assert writer.bar.disable
+    with caplog.at_level("INFO", logger="seerec"):
+        writer.add(family_rows(family, [f"i{i}" for i in range(1200)], random_vectors(1200, 4)))
+        writer.add(family_rows(family, [f"i{i}" for i in range(1200, 1500)], random_vectors(300, 4),
+                               errors=["boom"] * 300))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embed-text:")]
+    assert [line.rsplit(",", 1)[0] for line in lines] == ["embed-text: 1,200/1,500 items, 0 failed",
+                                                          "embed-text: 1,500/1,500 items, 300 failed"]
+    assert all(re.search(r", [\d.]+ items/s$", line) for line in lines)
 
 
 @pytest.mark.slow

@@ -203,7 +203,8 @@ def test_ingest_reads_an_s3_manifest_through_the_cli(s3, tmp_path, monkeypatch):
     s3.client().put_object(Bucket=s3.bucket, Key="catalogs/shop/items.csv", Body=MANIFEST)
     manifest = s3.uri("catalogs/shop/items.csv")
     config = tmp_path / "s3.yaml"
-    config.write_text(yaml.safe_dump({"store": {"uri": s3.uri("manifest-store"), "storage_options": s3.storage_options}}))
+    store = {"uri": s3.uri("manifest-store"), "storage_options": s3.storage_options}
+    config.write_text(yaml.safe_dump({"store": store}))
     runner = CliRunner()
     result = runner.invoke(app, ["ingest", "-c", str(config), "--path", manifest])
     assert result.exit_code == 0, result.output
