@@ -40,9 +40,11 @@ def write_config(tmp_path: Path, n_items: int, **store) -> Path:
     return config
 
 
-def job(stage: str, config: Path, stdout, stderr) -> subprocess.Popen:
+def job(stage: str, config: Path, stdout, stderr, cli: bool = False) -> subprocess.Popen:
+    """`python -m jobs.<stage> -c config` (as `ray job submit` runs it), or the `seerec <stage>` command."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    return subprocess.Popen([sys.executable, "-m", f"jobs.{stage}", "-c", str(config)], cwd=REPO, env=env,
+    entry = ["jobs.cli", stage] if cli else [f"jobs.{stage}"]
+    return subprocess.Popen([sys.executable, "-m", *entry, "-c", str(config)], cwd=REPO, env=env,
                             stdout=stdout, stderr=stderr, text=True)
 
 
@@ -71,14 +73,15 @@ def test_outside_a_terminal_the_writer_logs_progress_lines_instead_of_a_bar(tmp_
 
 @pytest.mark.slow
 def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
-    """One test for both, as each Ray start costs seconds: the interrupted run, then the re-run that finishes it."""
+    """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
+    that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
     n_items = 400
     config = write_config(tmp_path, n_items, write_batch_rows=8)
     assert run_job("ingest", config).returncode == 0
     store = ItemStore(load_config(config).store)
     out, err = tmp_path / "embed.out", tmp_path / "embed.err"
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = job("embed", config, stdout, stderr)
+        process = job("embed", config, stdout, stderr, cli=True)
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while "embed-text: " not in out.read_text():  # results are reaching the driver
