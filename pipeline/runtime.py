@@ -60,6 +60,9 @@ def init_ray(cfg: RayConfig) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
+    # Ray 2.60 marks every remote arg of map_batches deprecated but names no replacement for max_restarts (see
+    # `pool_options`), which works in the pinned Ray. Set after importing Ray, whose own filter would come first.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
     if ray.is_initialized():
         return
     if not local_ray(cfg):
@@ -74,9 +77,6 @@ def init_ray(cfg: RayConfig) -> None:
         log.info("started a local Ray with %s CPUs", ray.cluster_resources().get("CPU"))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # in place of Ray's, which exits without a word
-    # Ray 2.60 marks every remote arg of map_batches deprecated but names no replacement for max_restarts (see
-    # `pool_options`), which works in the pinned Ray. Set after importing Ray, whose own filter would come first.
-    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress_bars
     ctx.print_on_execution_start = cfg.progress_bars
