@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import posixpath
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,7 +140,8 @@ def _filesystem(uri: str, options: Mapping[str, str]):
     endpoint = settings.get("endpoint_override", os.environ.get("AWS_ENDPOINT_URL", ""))
     if endpoint:
         scheme, _, rest = endpoint.rpartition("://")
-        settings["endpoint_override"], settings["scheme"] = rest, scheme or "https"
+        plain = str(options.get("allow_http", os.environ.get("AWS_ALLOW_HTTP", ""))).lower() == "true"
+        settings["endpoint_override"], settings["scheme"] = rest, scheme or ("http" if plain else "https")
     return pyarrow.fs.S3FileSystem(**settings), uri.split("://", 1)[1]
 
 
@@ -195,7 +197,8 @@ def _manifest_item(record: dict, base: Path | str, roots: MediaRoots) -> dict:
         errors.append(f"unknown media_type {record.get('media_type')!r} (expected one of {', '.join(MEDIA_TYPES)})")
     given = uri = str(record.get("media_uri") or "").strip() or None
     if uri and "://" not in uri and not Path(uri).is_absolute():  # relative to the manifest's folder or prefix
-        uri = str((base / uri).resolve()) if isinstance(base, Path) else base + uri
+        # A remote prefix is joined as text; a leading '..' survives normpath, and the roots refuse it.
+        uri = str((base / uri).resolve()) if isinstance(base, Path) else base + posixpath.normpath(uri)
     refusal = uri and roots.refusal(uri, given if uri == given else f"{given} (resolved: {uri})")
     if refusal:  # the row keeps its id and says why, but no later stage is handed the refused uri
         errors.append(refusal)

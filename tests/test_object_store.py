@@ -194,7 +194,8 @@ MANIFEST = (b"item_id,media_uri,media_type,title\n"
             b"a,videos/a.mp4,video,in the manifest's prefix\n"
             b"b,s3://seerec-test/elsewhere/b.jpg,image,outside it\n"
             b"c,/etc/hostname,image,a local file\n"
-            b"d,,text,text only\n")
+            b"d,,text,text only\n"
+            b"e,./covers/../../../secret/e.jpg,image,up and out of the prefix\n")
 
 
 def test_ingest_reads_an_s3_manifest_through_the_cli(s3, tmp_path, monkeypatch):
@@ -214,11 +215,12 @@ def test_ingest_reads_an_s3_manifest_through_the_cli(s3, tmp_path, monkeypatch):
         in rows["b"]["ingest_error"]
     assert rows["c"]["media_uri"] is None and "/etc/hostname is outside the media roots" in rows["c"]["ingest_error"]
     assert rows["d"]["ingest_error"] is None and rows["d"]["ingest_source"] == "manifest:items.csv"
+    assert rows["e"]["media_uri"] is None and "has a '..' segment in its path" in rows["e"]["ingest_error"]
 
     set_env(s3, monkeypatch)  # a local store: the manifest's endpoint and keys come from the environment
     local = runner.invoke(app, ["ingest", f"store.uri={tmp_path / 'local-store'}", "--path", manifest])
     assert local.exit_code == 0, local.output
-    assert ItemStore(StoreConfig(uri=str(tmp_path / "local-store"))).count() == 4
+    assert ItemStore(StoreConfig(uri=str(tmp_path / "local-store"))).count() == 5
 
 
 @pytest.mark.parametrize(("path", "message"), [
