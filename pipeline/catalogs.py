@@ -82,7 +82,7 @@ def read_manifest(path: Path | str, limit: int | None = None, roots: Sequence[st
         path = local_path(str(path))
         name, base, data = path.name, path.parent, path.read_bytes()
     else:
-        name, base, data = path.rsplit("/", 1)[-1], path.rsplit("/", 1)[0] + "/", read_object(path, storage_options)
+        name, base, data = path.rsplit("/", 1)[-1], path.rsplit("/", 1)[0] + "/", _read_object(path, storage_options)
     if Path(name).suffix.lower() not in _MANIFEST_SUFFIXES:
         raise CatalogError(f"manifest {path} must be .parquet, .csv or .jsonl")
     records, rejected = _manifest_records(name, data)
@@ -109,7 +109,7 @@ _S3_OPTIONS = {"aws_access_key_id": "access_key", "access_key_id": "access_key",
                "aws_endpoint_url": "endpoint_override", "endpoint_url": "endpoint_override"}
 
 
-def read_object(uri: str, storage_options: Mapping[str, str] | None = None) -> bytes:
+def _read_object(uri: str, storage_options: Mapping[str, str] | None = None) -> bytes:
     """The bytes of one object-store file, or one sentence on why it cannot be read."""
     import pyarrow.fs
 
@@ -124,9 +124,13 @@ def read_object(uri: str, storage_options: Mapping[str, str] | None = None) -> b
         with filesystem.open_input_stream(key) as stream:
             return stream.read()
     except (OSError, pa.ArrowException) as exc:  # no such bucket, refused credentials, unreachable endpoint
-        reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-        raise CatalogError(f"manifest {uri} cannot be read ({reason}); check the URI, and store.storage_options "
+        raise CatalogError(f"manifest {uri} cannot be read ({_first_line(exc)}); check the URI, and store.storage_options "
                            "or the AWS_* environment for the endpoint and credentials") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (pyarrow's storage errors run on over several), for a one-sentence error."""
+    return " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
 
 
 def _filesystem(uri: str, options: Mapping[str, str]):
@@ -134,7 +138,7 @@ def _filesystem(uri: str, options: Mapping[str, str]):
     without options) as pyarrow resolves it from the URI and the environment."""
     import pyarrow.fs
 
-    if uri_scheme(uri) not in ("s3", "s3a") or not options:
+    if uri_scheme(uri) != "s3" or not options:
         return pyarrow.fs.FileSystem.from_uri(uri)
     settings = {_S3_OPTIONS[k.lower()]: v for k, v in options.items() if k.lower() in _S3_OPTIONS}
     endpoint = settings.get("endpoint_override", os.environ.get("AWS_ENDPOINT_URL", ""))
@@ -154,7 +158,7 @@ def _manifest_records(name: str, data: bytes) -> tuple[list[tuple[int, dict]], l
         try:
             frame = pd.read_parquet(io.BytesIO(data))
         except (OSError, pa.ArrowException) as exc:
-            raise CatalogError(f"manifest {name} is not a readable Parquet file ({exc})") from None
+            raise CatalogError(f"manifest {name} is not a readable Parquet file ({_first_line(exc)})") from None
         return [(i + 1, _clean(r)) for i, r in enumerate(frame.to_dict("records"))], []
     # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header.
     text = data.decode("utf-8-sig", errors="surrogateescape")
