@@ -124,8 +124,8 @@ def _read_object(uri: str, storage_options: Mapping[str, str] | None = None) -> 
         with filesystem.open_input_stream(key) as stream:
             return stream.read()
     except (OSError, pa.ArrowException) as exc:  # no such bucket, refused credentials, unreachable endpoint
-        raise CatalogError(f"manifest {uri} cannot be read ({_first_line(exc)}); check the URI, and store.storage_options "
-                           "or the AWS_* environment for the endpoint and credentials") from None
+        raise CatalogError(f"manifest {uri} cannot be read ({_first_line(exc)}); check the URI, and "
+                           "store.storage_options or the AWS_* environment for the endpoint and credentials") from None
 
 
 def _first_line(exc: Exception) -> str:
