@@ -94,7 +94,8 @@ class _Progress:
 
     def __init__(self, n_users: int):
         self.rows = self.noted = 0
-        self.bar = tqdm(total=n_users, desc="recommend", unit="user")
+        # Outside a terminal a redrawn bar would run into the log lines; the summary says what was done.
+        self.bar = tqdm(total=n_users, desc="recommend", unit="user", disable=not sys.stderr.isatty())
 
     def batches(self, batches):
         for batch in batches:
