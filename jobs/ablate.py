@@ -107,7 +107,8 @@ def train_cells(cfg: SeerecConfig, runs: list[SeerecConfig], cells: list[ab.Cell
     init_ray(cfg.ray)
     task = ray.remote(num_cpus=cfg.ablate.cpus, num_gpus=cfg.ablate.gpus, max_retries=0)(train_cell)
     refs = {task.remote(run.model_dump(mode="json"), cell): cell for run, cell in zip(runs, cells, strict=True)}
-    with tqdm(total=len(refs), desc="ablation cells", unit="cell") as bar:
+    # Outside a terminal a redrawn bar would run into the log lines, which name each finished cell anyway.
+    with tqdm(total=len(refs), desc="ablation cells", unit="cell", disable=not sys.stderr.isatty()) as bar:
         waiting = list(refs)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)

@@ -17,7 +17,7 @@ from typer.core import TyperCommand
 
 from pipeline.config import IngestConfig, SeerecConfig, load_config
 from pipeline.errors import SeerecError
-from pipeline.logs import setup_logging
+from pipeline.logs import interrupted, setup_logging
 
 HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="seerec: turn video and image items into recommendation features.",
@@ -46,7 +46,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 
 
 def user_errors(command):
-    """Print a user's mistake as one sentence and exit 2, instead of a traceback."""
+    """Print a user's mistake as one sentence and exit 2, instead of a traceback; Ctrl-C is one line, exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -55,6 +55,8 @@ def user_errors(command):
         except SeerecError as exc:
             errors.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(interrupted(exc)) from None
 
     return wrapper
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import recommenders.models  # noqa: F401
 from pipeline.config import ConfigError, SeerecConfig, load_config
 from pipeline.errors import SeerecError
-from pipeline.logs import setup_logging
+from pipeline.logs import interrupted, setup_logging
 
 
 def job_main(run: Callable[..., object], description: str, argv: list[str] | None = None,
              flags: dict[str, str] | None = None) -> int:
     """Parse `--config FILE [--flag ...] [section.key=value ...]`, run the job, and turn user errors into
-    one sentence with exit code 2 instead of a traceback."""
+    one sentence with exit code 2 instead of a traceback (and Ctrl-C into one line with exit code 130)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", "-c", help="YAML config file (defaults apply without one)")
     parser.add_argument("--config-env", metavar="VAR", help="read the YAML config from this environment variable "
@@ -37,6 +37,8 @@ def job_main(run: Callable[..., object], description: str, argv: list[str] | Non
     except SeerecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        return interrupted(exc)
     return 0
 
 

@@ -18,7 +18,8 @@ def run_ingest(cfg: SeerecConfig) -> StageSummary:
     if not cfg.ingest.path:
         raise CatalogError("ingest.path is not set; pass ingest.path=... (a manifest file or a dataset folder)")
     started = time.perf_counter()
-    catalog = read_catalog(cfg.ingest.source, cfg.ingest.path, cfg.ingest.limit, cfg.media.roots)
+    catalog = read_catalog(cfg.ingest.source, cfg.ingest.path, cfg.ingest.limit, cfg.media.roots,
+                           cfg.store.storage_options)
     store = ItemStore(cfg.store)
     store.create_if_missing()
     # One commit for the whole catalog (already in memory): each merge scans the table's keys, so commits of

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from pipeline.config import ConfigError, RecommendConfig, SeerecConfig
-from pipeline.runtime import init_ray
+from pipeline.runtime import init_ray, pool_options
 from recommenders.runs import load_serving
 from recommenders.serve import OUTPUT_SCHEMA, BatchRecommender, run_files
 
@@ -82,7 +82,7 @@ def recommend_batches(cfg: SeerecConfig, n_users: int, files: dict[str, bytes]):
     device = rcfg.device if rcfg.device != "auto" else ("cuda" if rcfg.num_gpus else "cpu")
     recommended = users.map_batches(
         BatchRecommender, batch_format="pyarrow", batch_size=rcfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=rcfg.actors), num_gpus=rcfg.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=rcfg.actors), num_gpus=rcfg.num_gpus or None, **pool_options(cfg.ray),
         fn_constructor_kwargs={"files": files, "name": Path(rcfg.run_dir).resolve().name, "k": rcfg.k,
                                "exclude_seen": rcfg.exclude_seen, "device": device,
                                "cpu_threads": rcfg.cpu_threads})
@@ -94,7 +94,8 @@ class _Progress:
 
     def __init__(self, n_users: int):
         self.rows = self.noted = 0
-        self.bar = tqdm(total=n_users, desc="recommend", unit="user")
+        # Outside a terminal a redrawn bar would run into the log lines; the summary says what was done.
+        self.bar = tqdm(total=n_users, desc="recommend", unit="user", disable=not sys.stderr.isatty())
 
     def batches(self, batches):
         for batch in batches:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import posixpath
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.errors import SeerecError
-from pipeline.media_roots import MediaRoots
+from pipeline.media_roots import LOCAL_SCHEMES, MediaRoots, local_path, uri_scheme
 from pipeline.schema import CATALOG_FIELDS, MEDIA_TYPES, catalog_schema
 
 REQUIRED_MANIFEST_COLUMNS = ("item_id", "media_uri", "media_type")
@@ -44,10 +46,18 @@ class Catalog:
         return self.rows.num_rows - self.rows["ingest_error"].null_count
 
 
-def read_catalog(source: str, path: str | Path, limit: int | None = None, roots: Sequence[str] = ()) -> Catalog:
-    """Read a catalog of any supported layout. Media outside `roots` (default: the catalog's own folder) is
-    refused row by row."""
-    path = Path(path)
+def read_catalog(source: str, path: str | Path, limit: int | None = None, roots: Sequence[str] = (),
+                 storage_options: Mapping[str, str] | None = None) -> Catalog:
+    """Read a catalog of any supported layout. Media outside `roots` (default: the catalog's own folder, or
+    a remote manifest's own prefix) is refused row by row. A manifest may be an object-store URI (s3://...),
+    read with `storage_options` (the store's: endpoint, region, keys), or the environment for keys left out."""
+    scheme = uri_scheme(str(path))
+    if scheme not in LOCAL_SCHEMES:
+        if source != "manifest":
+            raise CatalogError(f"{source} reads a local dataset folder, not {path}; only a manifest (.parquet, .csv "
+                               f"or .jsonl) can be read from {scheme}://")
+        return read_manifest(str(path), limit, roots, storage_options)
+    path = local_path(str(path))
     if not path.exists():
         raise CatalogError(f"catalog path {path} does not exist")
     if source == "manifest" and path.is_dir():
@@ -63,10 +73,19 @@ def read_catalog(source: str, path: str | Path, limit: int | None = None, roots:
 
 
 # ---- generic manifest --------------------------------------------------------------------------------
-def read_manifest(path: Path, limit: int | None = None, roots: Sequence[str] = ()) -> Catalog:
-    """Parquet, CSV or JSONL with item_id, media_uri, media_type and optional title/metadata columns."""
+def read_manifest(path: Path | str, limit: int | None = None, roots: Sequence[str] = (),
+                  storage_options: Mapping[str, str] | None = None) -> Catalog:
+    """Parquet, CSV or JSONL with item_id, media_uri, media_type and optional title/metadata columns; a local
+    file, or an object-store URI. Relative media paths are relative to the manifest's folder (or prefix)."""
     allowed = MediaRoots.for_catalog(roots, path)
-    records, rejected = _manifest_records(path)
+    if uri_scheme(str(path)) in LOCAL_SCHEMES:
+        path = local_path(str(path))
+        name, base, data = path.name, path.parent, path.read_bytes()
+    else:
+        name, base, data = path.rsplit("/", 1)[-1], path.rsplit("/", 1)[0] + "/", _read_object(path, storage_options)
+    if Path(name).suffix.lower() not in _MANIFEST_SUFFIXES:
+        raise CatalogError(f"manifest {path} must be .parquet, .csv or .jsonl")
+    records, rejected = _manifest_records(name, data)
     missing = [c for c in REQUIRED_MANIFEST_COLUMNS if records and c not in records[0][1]]
     if not records:
         raise CatalogError(f"manifest {path} has no rows")
@@ -76,45 +95,97 @@ def read_manifest(path: Path, limit: int | None = None, roots: Sequence[str] = (
     items = []
     for line, record in records[:limit] if limit else records:
         if not str(record.get("item_id") or "").strip():
-            rejected.append(f"{path.name} row {line}: no item_id")
+            rejected.append(f"{name} row {line}: no item_id")
             continue
-        items.append((line, _manifest_item(record, path.parent, allowed)))
-    return _finish(items, f"manifest:{path.name}", path.name, rejected)
+        items.append((line, _manifest_item(record, base, allowed)))
+    return _finish(items, f"manifest:{name}", name, rejected)
 
 
-def _manifest_records(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
-    suffix = path.suffix.lower()
+# Lance's storage option names (as in store.storage_options) → pyarrow's S3FileSystem arguments.
+_S3_OPTIONS = {"aws_access_key_id": "access_key", "access_key_id": "access_key",
+               "aws_secret_access_key": "secret_key", "secret_access_key": "secret_key",
+               "aws_session_token": "session_token", "session_token": "session_token", "aws_region": "region",
+               "region": "region", "aws_endpoint": "endpoint_override", "endpoint": "endpoint_override",
+               "aws_endpoint_url": "endpoint_override", "endpoint_url": "endpoint_override"}
+
+
+def _read_object(uri: str, storage_options: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of one object-store file, or one sentence on why it cannot be read."""
+    import pyarrow.fs
+
+    try:
+        filesystem, key = _filesystem(uri, storage_options or {})
+        info = filesystem.get_file_info(key)
+        if info.type == pyarrow.fs.FileType.NotFound:
+            raise CatalogError(f"manifest {uri} does not exist")
+        if info.type != pyarrow.fs.FileType.File:
+            raise CatalogError(f"manifest {uri} is a folder (a prefix); give the manifest file (.parquet, .csv "
+                               "or .jsonl)")
+        with filesystem.open_input_stream(key) as stream:
+            return stream.read()
+    except (OSError, pa.ArrowException) as exc:  # no such bucket, refused credentials, unreachable endpoint
+        raise CatalogError(f"manifest {uri} cannot be read ({_first_line(exc)}); check the URI, and "
+                           "store.storage_options or the AWS_* environment for the endpoint and credentials") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (pyarrow's storage errors run on over several), for a one-sentence error."""
+    return " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
+
+
+def _filesystem(uri: str, options: Mapping[str, str]):
+    """pyarrow's filesystem for `uri` and the path in it: S3 with the given options, anything else (and S3
+    without options) as pyarrow resolves it from the URI and the environment."""
+    import pyarrow.fs
+
+    if uri_scheme(uri) != "s3" or not options:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    settings = {_S3_OPTIONS[k.lower()]: v for k, v in options.items() if k.lower() in _S3_OPTIONS}
+    endpoint = settings.get("endpoint_override", os.environ.get("AWS_ENDPOINT_URL", ""))
+    if endpoint:
+        scheme, _, rest = endpoint.rpartition("://")
+        plain = str(options.get("allow_http", os.environ.get("AWS_ALLOW_HTTP", ""))).lower() == "true"
+        settings["endpoint_override"], settings["scheme"] = rest, scheme or ("http" if plain else "https")
+    return pyarrow.fs.S3FileSystem(**settings), uri.split("://", 1)[1]
+
+
+_MANIFEST_SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson")
+
+
+def _manifest_records(name: str, data: bytes) -> tuple[list[tuple[int, dict]], list[str]]:
+    suffix = Path(name).suffix.lower()
     if suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"manifest {name} is not a readable Parquet file ({_first_line(exc)})") from None
         return [(i + 1, _clean(r)) for i, r in enumerate(frame.to_dict("records"))], []
     # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first header.
-    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         return [(i + 2, _clean(r)) for i, r in enumerate(reader)], []
-    if suffix in (".jsonl", ".ndjson"):
-        records, rejected = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rejected.append(f"{path.name} line {number}: not valid JSON ({exc.msg})")
-                continue
-            if isinstance(value, dict):
-                records.append((number, _clean(value)))
-            else:
-                rejected.append(f"{path.name} line {number}: not a JSON object")
-        return records, rejected
-    raise CatalogError(f"manifest {path} must be .parquet, .csv or .jsonl")
+    records, rejected = [], []  # JSON lines
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rejected.append(f"{name} line {number}: not valid JSON ({exc.msg})")
+            continue
+        if isinstance(value, dict):
+            records.append((number, _clean(value)))
+        else:
+            rejected.append(f"{name} line {number}: not a JSON object")
+    return records, rejected
 
 
 def _clean(record: dict) -> dict:
     return {k: (None if v is None or (isinstance(v, float) and v != v) else v) for k, v in record.items()}
 
 
-def _manifest_item(record: dict, base: Path, roots: MediaRoots) -> dict:
+def _manifest_item(record: dict, base: Path | str, roots: MediaRoots) -> dict:
     errors = []
     # Undecodable bytes in any column (not only the title) would make Arrow reject the whole catalog.
     repaired = {}
@@ -129,8 +200,9 @@ def _manifest_item(record: dict, base: Path, roots: MediaRoots) -> dict:
     if media_type not in MEDIA_TYPES:
         errors.append(f"unknown media_type {record.get('media_type')!r} (expected one of {', '.join(MEDIA_TYPES)})")
     given = uri = str(record.get("media_uri") or "").strip() or None
-    if uri and "://" not in uri and not Path(uri).is_absolute():
-        uri = str((base / uri).resolve())
+    if uri and "://" not in uri and not Path(uri).is_absolute():  # relative to the manifest's folder or prefix
+        # A remote prefix is joined as text; a leading '..' survives normpath, and the roots refuse it.
+        uri = str((base / uri).resolve()) if isinstance(base, Path) else base + posixpath.normpath(uri)
     refusal = uri and roots.refusal(uri, given if uri == given else f"{given} (resolved: {uri})")
     if refusal:  # the row keeps its id and says why, but no later stage is handed the refused uri
         errors.append(refusal)

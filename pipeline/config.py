@@ -75,7 +75,11 @@ class RayConfig(Section):
     address: str | None = None
     num_cpus: int | None = Field(None, ge=1)
     num_gpus: int | None = Field(None, ge=0)
+    # Ray Data's own per-operator bars (seerec shows each stage's progress itself).
     progress_bars: bool = False
+    # A stage's progress is a bar in a terminal; outside one (a log file, a pipe, a Ray job's log) it is one
+    # log line this often, e.g. "embed-text: 1,024/19,666 items, 12 failed, 85.0 items/s".
+    progress_log_s: float = Field(30.0, gt=0)
 
 
 class MediaConfig(Section):
@@ -120,6 +124,7 @@ class AudioConfig(Section):
 class IngestConfig(Section):
     # s3rec: one Amazon category in S3-Rec's layout (amazon-beauty is its older name); recbole: .item/.inter files.
     source: Literal["manifest", "microlens", "s3rec", "amazon-beauty", "amazon-scientific", "recbole"] = "manifest"
+    # A manifest file (local, or on an object store: s3://bucket/items.parquet) or a local dataset folder.
     path: str | None = None
     limit: int | None = Field(None, ge=1)
 

@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from pipeline.config import SeerecConfig, StageSection
 from pipeline.filters import quote_text, to_sql
+from pipeline.logs import RESUME_HINT
 from pipeline.models import same_model
-from pipeline.runtime import FamilyWriter, StageSummary, init_ray
+from pipeline.runtime import FamilyWriter, StageSummary, init_ray, pool_options
 from pipeline.schema import Family, is_vector_field
 from pipeline.stage import Stage, decoder_roots
 from pipeline.store import ItemStore
@@ -58,11 +59,15 @@ def _run(stage: Stage, cfg: SeerecConfig, store: ItemStore, force: bool) -> Stag
             todo = stage.prepare(todo, section)
         init_ray(cfg.ray)
         constants = stage.constants(cfg, section)
-        writer = FamilyWriter(store, family.of_rows, todo.num_rows, stage.name)
-        for batch in _results(stage, cfg, section, todo).iter_batches(batch_size=None, batch_format="numpy"):
-            for metric in metrics:
-                metric.add(batch, time.perf_counter() - started)
-            writer.add(family.batch_rows(batch, stage.output, model_id, **constants))
+        writer = FamilyWriter(store, family.of_rows, todo.num_rows, stage.name, log_every_s=cfg.ray.progress_log_s)
+        try:
+            for batch in _results(stage, cfg, section, todo).iter_batches(batch_size=None, batch_format="numpy"):
+                for metric in metrics:
+                    metric.add(batch, time.perf_counter() - started)
+                writer.add(family.batch_rows(batch, stage.output, model_id, **constants))
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stage what reached the driver; the next run adopts it
+            writer.flush()
+            raise type(exc)(RESUME_HINT) from None
         writer.close()
         summary.done, summary.failed = writer.done, writer.failed
         summary.extra.update(writer.skip_reasons)
@@ -91,17 +96,18 @@ def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Ta
     import ray
 
     data = work_dataset(todo, section.items_per_batch, section.concurrency)
+    pool = pool_options(cfg.ray)
     if stage.decoder is not None:
         data = data.map_batches(
             stage.decoder.model, fn_constructor_kwargs={"cfg": stage.decoder.section(cfg).model_dump(),
                                    "roots": decoder_roots(cfg)},
             batch_size=section.items_per_batch, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=section.decode_concurrency),
+            compute=ray.data.ActorPoolStrategy(size=section.decode_concurrency), **pool,
         )
     return data.map_batches(
         stage.model, fn_constructor_kwargs={"cfg": section.model_dump()}, batch_size=section.items_per_batch,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=section.concurrency),
-        num_gpus=section.num_gpus, num_cpus=section.num_cpus,
+        num_gpus=section.num_gpus, num_cpus=section.num_cpus, **pool,
     )
 
 

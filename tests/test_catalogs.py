@@ -378,6 +378,17 @@ def test_device_given_as_manifest_path():
         read_catalog("manifest", "/dev/zero")
 
 
+def test_a_parquet_manifest_that_is_not_parquet_is_one_sentence(tmp_path):
+    path = write_csv(tmp_path / "m.parquet", HEADER)
+    with pytest.raises(CatalogError, match=r"^manifest m.parquet is not a readable Parquet file \("):
+        read_catalog("manifest", path)
+
+
+def test_a_file_uri_names_a_local_manifest(tmp_path):
+    path = write_csv(tmp_path / "m.csv", HEADER, "a,,text,t")
+    assert read_catalog("manifest", path.as_uri()).rows["item_id"].to_pylist() == ["a"]
+
+
 @pytest.mark.parametrize("source", ["microlens", "s3rec", "amazon-scientific"])
 def test_file_given_as_dataset_folder(tmp_path, source):
     path = write_csv(tmp_path / "m.csv", HEADER)

@@ -189,6 +189,62 @@ def test_index_versions_restore_and_cli_with_env_credentials(s3, env_only):
     assert again.versions()[-1]["version"] > before_vectors  # a restore is a new commit; history stays
 
 
+# ---- manifests on object storage -------------------------------------------------------------------------
+MANIFEST = (b"item_id,media_uri,media_type,title\n"
+            b"a,videos/a.mp4,video,in the manifest's prefix\n"
+            b"b,s3://seerec-test/elsewhere/b.jpg,image,outside it\n"
+            b"c,/etc/hostname,image,a local file\n"
+            b"d,,text,text only\n"
+            b"e,./covers/../../../secret/e.jpg,image,up and out of the prefix\n")
+
+
+def test_ingest_reads_an_s3_manifest_through_the_cli(s3, tmp_path, monkeypatch):
+    """`seerec ingest --path s3://...`: read with the store's storage_options (an S3 store) or, for a local store,
+    the AWS_* environment; media resolve against the manifest's prefix, which is also the default media root."""
+    s3.client().put_object(Bucket=s3.bucket, Key="catalogs/shop/items.csv", Body=MANIFEST)
+    manifest = s3.uri("catalogs/shop/items.csv")
+    config = tmp_path / "s3.yaml"
+    store = {"uri": s3.uri("manifest-store"), "storage_options": s3.storage_options}
+    config.write_text(yaml.safe_dump({"store": store}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", "-c", str(config), "--path", manifest])
+    assert result.exit_code == 0, result.output
+    rows = {r["item_id"]: r for r in ItemStore(load_config(config).store).scan().to_pylist()}
+    assert rows["a"]["media_uri"] == s3.uri("catalogs/shop/videos/a.mp4") and rows["a"]["ingest_error"] is None
+    assert rows["b"]["media_uri"] is None and "is outside the media roots (s3://seerec-test/catalogs/shop/)" \
+        in rows["b"]["ingest_error"]
+    assert rows["c"]["media_uri"] is None and "/etc/hostname is outside the media roots" in rows["c"]["ingest_error"]
+    assert rows["d"]["ingest_error"] is None and rows["d"]["ingest_source"] == "manifest:items.csv"
+    assert rows["e"]["media_uri"] is None and "has a '..' segment in its path" in rows["e"]["ingest_error"]
+
+    set_env(s3, monkeypatch)  # a local store: the manifest's endpoint and keys come from the environment
+    local = runner.invoke(app, ["ingest", f"store.uri={tmp_path / 'local-store'}", "--path", manifest])
+    assert local.exit_code == 0, local.output
+    assert ItemStore(StoreConfig(uri=str(tmp_path / "local-store"))).count() == 5
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("catalogs/none.csv", "error: manifest s3://seerec-test/catalogs/none.csv does not exist"),
+    ("catalogs", "error: manifest s3://seerec-test/catalogs is a folder"),
+    ("catalogs/items.txt", "error: manifest s3://seerec-test/catalogs/items.txt must be .parquet, .csv or .jsonl"),
+])
+def test_a_bad_s3_manifest_path_is_one_sentence(s3, tmp_path, env_only, path, message):
+    for key in ("catalogs/shop/items.csv", "catalogs/items.txt"):
+        s3.client().put_object(Bucket=s3.bucket, Key=key, Body=MANIFEST)
+    result = CliRunner().invoke(app, ["ingest", f"store.uri={tmp_path / 'store'}", "--path", s3.uri(path)])
+    assert result.exit_code == 2 and result.output.startswith(message), result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
+
+
+def test_an_unreachable_bucket_or_a_dataset_folder_on_s3_is_one_sentence(s3, tmp_path, env_only):
+    store = f"store.uri={tmp_path / 'store'}"
+    missing = CliRunner().invoke(app, ["ingest", store, "--path", "s3://no-such-bucket/items.csv"])
+    assert missing.exit_code == 2 and "error: manifest s3://no-such-bucket/items.csv" in missing.output
+    folder = CliRunner().invoke(app, ["ingest", store, "--source", "microlens", "--path", s3.uri("microlens")])
+    assert folder.exit_code == 2 and folder.output.startswith(
+        "error: microlens reads a local dataset folder, not s3://seerec-test/microlens; only a manifest"), folder.output
+
+
 # ---- every stage -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_every_stage_on_s3(s3, make_config, tiny_qwen, ray_local, tmp_path, monkeypatch):

@@ -1,0 +1,117 @@
+"""What a local job prints when nobody watches a terminal, and how it ends on Ctrl-C: real `python -m jobs.embed`
+processes with stdout and stderr piped, on a small text catalog and the packaged MiniLM encoder."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from pipeline.config import StoreConfig, load_config
+from pipeline.logs import RESUME_HINT
+from pipeline.runtime import FamilyWriter
+from pipeline.schema import vector_family
+from pipeline.store import ItemStore
+from tests.test_store import catalog_rows, family_rows, random_vectors
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240
+# Lines only Ray itself writes: its Python loggers ("2026-01-01 00:00:00,000\tWARNING file.py:1 -- ...") and its
+# C++ core ("[2026-01-01 00:00:00,000 E 123 123] file.cc:1: ...").
+RAY_WARNING = re.compile(r"^\S+ \S+\s+(WARNING|ERROR)\b|^\[\S+ \S+ [WEF] \d+ \d+\]|Warning:", re.MULTILINE)
+
+
+def write_config(tmp_path: Path, n_items: int, **store) -> Path:
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("item_id,media_uri,media_type,title\n"
+                        + "".join(f"i{i},,text,item {i} is about topic {i % 7}\n" for i in range(n_items)))
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"uri": str(tmp_path / "store"), **store}, "ray": {"num_cpus": 2, "progress_log_s": 0.5},
+        "ingest": {"path": str(manifest)},
+        "embed": {"image": {"enabled": False}, "text": {"items_per_batch": 4, "encode_batch_size": 4}}}))
+    return config
+
+
+def job(stage: str, config: Path, stdout, stderr, cli: bool = False) -> subprocess.Popen:
+    """`python -m jobs.<stage> -c config` (as `ray job submit` runs it), or the `seerec <stage>` command."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    entry = ["jobs.cli", stage] if cli else [f"jobs.{stage}"]
+    return subprocess.Popen([sys.executable, "-m", *entry, "-c", str(config)], cwd=REPO, env=env,
+                            stdout=stdout, stderr=stderr, text=True)
+
+
+def run_job(stage: str, config: Path) -> subprocess.CompletedProcess:
+    process = job(stage, config, subprocess.PIPE, subprocess.PIPE)
+    out, err = process.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_outside_a_terminal_the_writer_logs_progress_lines_instead_of_a_bar(tmp_path, caplog):
+    store = ItemStore(StoreConfig(uri=str(tmp_path / "store")))
+    store.create_if_missing()
+    store.upsert(catalog_rows([f"i{i}" for i in range(1500)]))
+    family = vector_family("vec", 4)
+    writer = FamilyWriter(store, family, total=1500, stage="embed-text", log_every_s=1e-9)  # stderr is captured
+    assert writer.bar.disable
+    with caplog.at_level("INFO", logger="seerec"):
+        writer.add(family_rows(family, [f"i{i}" for i in range(1200)], random_vectors(1200, 4)))
+        writer.add(family_rows(family, [f"i{i}" for i in range(1200, 1500)], random_vectors(300, 4),
+                               errors=["boom"] * 300))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embed-text:")]
+    assert [line.rsplit(",", 1)[0] for line in lines] == ["embed-text: 1,200/1,500 items, 0 failed",
+                                                          "embed-text: 1,500/1,500 items, 300 failed"]
+    assert all(re.search(r", [\d.]+ items/s$", line) for line in lines)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
+    """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
+    that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
+    n_items = 400
+    config = write_config(tmp_path, n_items, write_batch_rows=8)
+    assert run_job("ingest", config).returncode == 0
+    store = ItemStore(load_config(config).store)
+    out, err = tmp_path / "embed.out", tmp_path / "embed.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = job("embed", config, stdout, stderr, cli=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "embed-text: " not in out.read_text():  # results are reaching the driver
+            assert process.poll() is None, err.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stage never got going"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = err.read_text().strip().splitlines()
+    assert code == 130 and lines[-1] == f"interrupted: {RESUME_HINT}", err.read_text()[-3000:]
+    assert "Traceback" not in err.read_text() and not RAY_WARNING.search(err.read_text()), err.read_text()[-3000:]
+    staged = store.staging_tables("text_vec")
+    kept = sum(store.db.open_table(name).count_rows() for name in staged)
+    assert 0 < kept < n_items, "the interrupt came too early or too late to test a resume"
+
+    rerun = run_job("embed", config)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = " ".join(rerun.stdout.split())  # log lines wrap outside a terminal
+    assert f"{n_items} items, {kept} skipped as already done, {n_items - kept} done, 0 failed" in summary, summary
+    printed = rerun.stdout + rerun.stderr
+    assert "\r" not in printed  # no bar, ours, Ray Data's or a worker's, redraws itself inside the log
+    assert not RAY_WARNING.search(printed), printed[-3000:]
+    for text in ("Token authentication", "constructor arguments", "Progress bars disabled", "deprecated"):
+        assert text not in printed, printed[-3000:]
+    progress = re.findall(rf"embed-text: ([\d,]+)/{n_items - kept:,} items, (\d+) failed, [\d.]+ items/s", rerun.stdout)
+    assert progress and all(failed == "0" for _, failed in progress), rerun.stdout
+    rows = store.scan(["item_id", "text_vec"])
+    assert rows.num_rows == n_items and pc.count_distinct(rows["item_id"]).as_py() == n_items
+    assert rows["text_vec"].null_count == 0 and store.staging_tables("text_vec") == []
