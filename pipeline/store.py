@@ -475,7 +475,8 @@ def _add_family_columns(dataset, rows: pa.Table) -> int:
     """Add a new family's columns to the item table in one commit and return how many items got a row.
 
     The rows are put in the table's scan order (a null row for an item without one) and streamed to Lance's
-    `add_columns`, which writes only the new columns. Lance's `merge` does the same join several times slower.
+    `add_columns`, which writes only the new columns: the same result as Lance's `merge` on item_id, which
+    took about a quarter more CPU for it at 100k rows.
     """
     at = pc.index_in(dataset.to_table(columns=[KEY])[KEY], rows[KEY]).combine_chunks()  # per item: its row, or null
     values = rows.drop_columns([KEY]).combine_chunks()  # a take from one chunk; a chunked take is far slower
