@@ -5,8 +5,12 @@ themselves (the loop with `decode_item`, the job in its decoding pool). Only the
 description to the store with its provenance. Each side's time includes loading the model; Ray itself is
 started before the clock runs, because a long-lived cluster is how jobs run in production.
 
+The job pays a fixed start (Ray workers, actor and model load) that the loop does not, so its end-to-end
+ratio grows with the workload; the script also prints from which size the job reaches 0.9x the loop.
+
 On CPU with the tiny random-weight Qwen2-VL (`--model` builds one when omitted):
-    python benchmarks/bench_describe.py --items 96 --batch-size 8 --out benchmarks/results/describe.json
+    python benchmarks/bench_describe.py --items 2000 --batch-size 8 --max-new-tokens 128 \
+        --out benchmarks/results/describe_2000.json
 On a GPU with a real model and vLLM, see benchmarks/gpu_describe.sh.
 """
 
@@ -91,12 +95,17 @@ def main() -> None:
     job_steady = ((job.done + job.failed - job.extra["first_result_items"])
                   / (job.seconds - job.extra["first_result_s"]))
     job_tokens = job.extra.get("tokens_generated", 0)
+    crossover = items_for_ratio(0.9, loop_rate, job.extra["first_result_s"], job.extra["first_result_items"],
+                                job_steady)
     print(f"{'':24}{'items/s':>10}{'tokens/s':>10}{'seconds':>10}{'first batch s':>15}{'steady items/s':>16}")
     print(f"{'plain loop':24}{loop_rate:10.2f}{loop_tokens / loop_seconds:10.1f}{loop_seconds:10.1f}"
           f"{loop_first:15.1f}{loop_steady:16.2f}")
     print(f"{'seerec describe job':24}{job_rate:10.2f}{job_tokens / job.seconds:10.1f}{job.seconds:10.1f}"
           f"{job.extra['first_result_s']:15.1f}{job_steady:16.2f}")
     print(f"ratio job/loop (items/s): {job_rate / loop_rate:.2f} end to end, {job_steady / loop_steady:.2f} steady")
+    print("the job reaches 0.9x the loop end to end from "
+          + (f"about {crossover:,.0f} items" if crossover else "no workload size (its steady rate is too low)")
+          + " (from this run's start-up and steady rates)")
     if args.out:
         write_result(args.out, {
             "benchmark": "describe", "model": model if args.model else "tiny random-weight Qwen2-VL (test model)",
@@ -108,7 +117,19 @@ def main() -> None:
                     "done": job.done, "failed": job.failed, "first_batch_s": job.extra["first_result_s"],
                     "steady_items_per_s": job_steady},
             "ratio": job_rate / loop_rate, "ratio_steady": job_steady / loop_steady,
+            "items_for_ratio_0_9": crossover,
         })
+
+
+def items_for_ratio(ratio: float, loop_rate: float, start_s: float, start_items: int,
+                    steady_rate: float) -> float | None:
+    """The workload size from which the job runs at `ratio` times the loop's rate end to end, modelling the job
+    as its start-up (the first result after `start_s`) followed by its steady rate; None if it never does."""
+    # n / (start_s + (n - start_items) / steady) >= ratio * loop  <=>  n * (1 - ratio * loop / steady) >= ...
+    gain = 1 - ratio * loop_rate / steady_rate
+    if gain <= 0:
+        return None
+    return max(float(start_items), ratio * loop_rate * (start_s - start_items / steady_rate) / gain)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ former write path (one upsert per batch, each scanning the growing table) and a 
 Family writes: a stage's driver stages flushes of `store.write_batch_rows` rows of its column family and merges
 them onto the ingested, finalised catalog once, as a new family and again as a refill of an existing one; the
 bare sides are a `table.add` loop of the same rows into a fresh table and LanceDB's own merge_insert per flush
-on the same catalog. Flushes alternate sides.
+on the same catalog. Flushes alternate sides; medians over `--rounds` fresh stores.
 
 Search: N unit vectors drawn around 200 gaussian cluster centres are written with `write_family`, the store
 is finalised (optimize, item_id index, vector index), and 200 held-out queries from the same clusters are
@@ -23,6 +23,7 @@ table, alternating. Recall@10 is against exact numpy cosine top-10, whose latenc
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -51,7 +52,8 @@ def main() -> None:
     parser.add_argument("--refine-factor", type=int, nargs="*", default=[10, 20],
                         help="also measure ivf_pq search with store.search_refine_factor set to each of these "
                              "(the bare baseline gets the same refine_factor)")
-    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds (alternating order); medians reported")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of ingest and of family writes (alternating order); medians reported")
     parser.add_argument("--skip-per-batch", action="store_true",
                         help="do not also time the former write path (one upsert per write_batch_rows batch)")
     parser.add_argument("--skip-ingest", action="store_true")
@@ -73,7 +75,7 @@ def main() -> None:
                                             not args.skip_per_batch)
         if not args.skip_family:
             result["family_write"] = bench_family_write(Path(tmp), args.rows, args.dim, cfg.store.write_batch_rows,
-                                                        not args.skip_bare_merge)
+                                                        args.rounds, not args.skip_bare_merge)
         if not args.skip_search:
             result["search"] = bench_search(Path(tmp), args)
     if args.out:
@@ -164,70 +166,89 @@ def family_rows(family, ids: pa.Array, vectors: np.ndarray) -> pa.Table:
     return family.rows(ids, values, "bench", [None] * len(ids), source="{title}")
 
 
-def bench_family_write(tmp: Path, n: int, dim: int, step: int, bare_merge: bool) -> dict:
+def bench_family_write(tmp: Path, n: int, dim: int, step: int, rounds: int, bare_merge: bool) -> dict:
     """A stage's writes as its `FamilyWriter` makes them, against a bare `table.add` loop of the same rows.
 
     seerec stages each flush of `store.write_batch_rows` family rows (`ItemStore.stage_family`) and merges
     them onto the ingested, finalised catalog once (`commit_staged`), which is timed with the flushes. A new
     family is joined on as new columns; a family the table already holds (a re-run with another model) is
-    updated with one merge_insert, timed as `seerec_refill`.
+    updated with merge_insert, timed as `seerec_refill`. Medians over `rounds` fresh stores; the bare
+    merge_insert loop runs in the first round only.
     """
     catalog = catalog_rows(n)
     family = vector_family("text_vec", dim)
     rows = family_rows(family, catalog[KEY], np.random.default_rng(1).standard_normal((n, dim), np.float32))
     flushes = [rows.slice(o, step) for o in range(0, n, step)]
 
-    store = ItemStore(load_config(None, [f"store.uri={tmp / 'family-seerec'}"]).store)
-    store.create_if_missing()
-    store.upsert(catalog)
-    store.finalize()
-    store.scan([KEY])  # what a stage's pending query does first (and loads Lance)
-    bare = lancedb.connect(str(tmp / "family-bare")).create_table("items", schema=family.schema())
-    sides = {"seerec": lambda f, job: store.stage_family(family, f, job), "bare_add": lambda f, job: bare.add(f)}
-    if bare_merge:
-        merge_table = lancedb.connect(str(tmp / "family-merge")).create_table("items", catalog)
-        merge_table.create_index(KEY, config=BTree())
-        merge_table.add_columns(pa.schema(family.fields()))
-        sides["bare_merge"] = lambda f, job: merge_table.merge_insert(KEY).when_matched_update_all().execute(f)
+    def one_round(r: int) -> dict:
+        store = ItemStore(load_config(None, [f"store.uri={tmp / f'family-seerec-{r}'}"]).store)
+        store.create_if_missing()
+        store.upsert(catalog)
+        store.finalize()
+        store.scan([KEY])  # what a stage's pending query does first (and loads Lance)
+        bare = lancedb.connect(str(tmp / f"family-bare-{r}")).create_table("items", schema=family.schema())
+        sides = {"seerec": lambda f, job: store.stage_family(family, f, job), "bare_add": lambda f, job: bare.add(f)}
+        if bare_merge and r == 0:  # timed once is enough
+            merge_table = lancedb.connect(str(tmp / "family-merge")).create_table("items", catalog)
+            merge_table.create_index(KEY, config=BTree())
+            merge_table.add_columns(pa.schema(family.fields()))
+            sides["bare_merge"] = lambda f, job: merge_table.merge_insert(KEY).when_matched_update_all().execute(f)
 
-    def stage_run(job: str) -> dict:
-        seconds = dict.fromkeys(sides, 0.0)
-        for i, flush in enumerate(flushes):  # alternating order, so a neighbour's load hits every side alike
-            for side in (sorted(sides) if i % 2 == 0 else sorted(sides, reverse=True)):
-                seconds[side] += timed(lambda s=side, f=flush: sides[s](f, job))[0]
-        seconds["seerec"] += timed(lambda: store.commit_staged(family))[0]
+        def stage_run(job: str) -> dict:
+            seconds = dict.fromkeys(sides, 0.0)
+            for i, flush in enumerate(flushes):  # alternating order, so a neighbour's load hits every side alike
+                for side in (sorted(sides) if (i + r) % 2 == 0 else sorted(sides, reverse=True)):
+                    seconds[side] += timed(lambda s=side, f=flush: sides[s](f, job))[0]
+            seconds["seerec_stage"] = seconds["seerec"]
+            seconds["seerec_commit"] = timed(lambda: store.commit_staged(family))[0]
+            seconds["seerec"] += seconds["seerec_commit"]
+            return seconds
+
+        seconds = stage_run("0" * 32)
+        assert store.count(f"`{family.name}` IS NOT NULL") == n == bare.count_rows()
+        assert store.staging_tables(family.name) == []
+        bare = lancedb.connect(str(tmp / f"family-bare-{r}")).create_table("items", schema=family.schema(),
+                                                                            mode="overwrite")
+        sides.pop("bare_merge", None)
+        refill = stage_run("1" * 32)
+        assert store.count(f"`{family.name}` IS NOT NULL") == n == store.count()
+        for side in ("seerec", "seerec_stage", "seerec_commit", "bare_add"):
+            seconds[f"{side}_refill"] = refill[side]
+        for folder in (f"family-seerec-{r}", f"family-bare-{r}", "family-merge"):  # a 1M-row round fills gigabytes
+            shutil.rmtree(tmp / folder, ignore_errors=True)
         return seconds
 
-    seconds = stage_run("0" * 32)
-    assert store.count(f"`{family.name}` IS NOT NULL") == n == bare.count_rows()
-    assert store.staging_tables(family.name) == []
-    bare = lancedb.connect(str(tmp / "family-bare")).create_table("items", schema=family.schema(), mode="overwrite")
-    sides.pop("bare_merge", None)  # timed once is enough
-    refill = stage_run("1" * 32)
-    assert store.count(f"`{family.name}` IS NOT NULL") == n == store.count()
-    seconds["seerec_refill"], seconds["bare_add_refill"] = refill["seerec"], refill["bare_add"]
+    runs = [one_round(r) for r in range(rounds)]
+    seconds = {side: float(np.median([run[side] for run in runs if side in run])) for side in runs[0]}
 
     out = {
-        "flushes": len(flushes), "dim": dim,
+        "flushes": len(flushes), "dim": dim, "rounds": rounds,
         "seconds": {side: round(value, 3) for side, value in seconds.items()},
         "ratio": round(seconds["bare_add"] / seconds["seerec"], 3),
         "ratio_refill": round(seconds["bare_add_refill"] / seconds["seerec_refill"], 3),
+        # What writing each row twice (staged, then merged) leaves: the staging appends alone against the bare loop.
+        "ratio_stage_only": round(seconds["bare_add"] / seconds["seerec_stage"], 3),
         "seerec": "ItemStore.stage_family per flush (append to the job's staging table) + one commit_staged "
-                  "(a column merge of the new family on item_id)",
-        "seerec_refill": "the same onto a table that already holds the family: one merge_insert on item_id",
+                  "(the new family's columns added in the table's row order)",
+        "seerec_stage": "the stage_family appends alone", "seerec_commit": "the commit_staged alone",
+        "seerec_refill": "the same onto a table that already holds the family: merge_insert on item_id, one per 128 MB",
         "bare_add": "lancedb table.add of the same family rows per flush into a fresh table (no item rows)",
     }
     if bare_merge:
         out["ratio_vs_bare_merge"] = round(seconds["bare_merge"] / seconds["seerec"], 3)
         out["bare_merge"] = "lancedb merge_insert(item_id).when_matched_update_all() per flush onto the catalog"
-    print(f"family write: {n} rows of a {dim}-d vector family in {len(flushes)} flushes of {step}")
-    for side, label in (("seerec", "seerec stage + one commit (new)"), ("bare_add", "bare table.add loop"),
+    print(f"family write: {n} rows of a {dim}-d vector family in {len(flushes)} flushes of {step}; "
+          f"median of {rounds} rounds")
+    for side, label in (("seerec", "seerec stage + one commit (new)"), ("seerec_stage", "  of which staging appends"),
+                        ("seerec_commit", "  of which the commit"), ("bare_add", "bare table.add loop"),
                         ("bare_merge", "bare merge_insert loop"), ("seerec_refill", "seerec stage + commit (refill)"),
+                        ("seerec_commit_refill", "  of which the commit"),
                         ("bare_add_refill", "bare table.add loop (refill)")):
         if side in seconds:
             print(f"  {label:<34}: {seconds[side]:>8.2f} s {n / seconds[side]:>10.0f} rows/s")
     print(f"  ratio seerec/bare add loop        : {out['ratio']:>8.3f}")
     print(f"  ratio seerec/bare add, refill     : {out['ratio_refill']:>8.3f}")
+    print(f"  ratio staging appends/bare add    : {out['ratio_stage_only']:>8.3f}")
     if bare_merge:
         print(f"  ratio seerec/bare merge loop      : {out['ratio_vs_bare_merge']:>8.3f}")
     return out

@@ -153,11 +153,15 @@ class ItemStore:
     def write_family(self, family: Family, rows: pa.Table) -> UpsertResult:
         """Write a family's rows onto existing items in one commit; rows for unknown items are dropped."""
         rows = null_bad_vectors(family, rows.select(family.schema().names).cast(family.schema()))
+        _check_unique(rows)
+        return self._write_checked_family(family, rows)
+
+    def _write_checked_family(self, family: Family, rows: pa.Table) -> UpsertResult:
+        """`write_family` for rows already in the family's schema, with unique keys and bad vectors nulled."""
         if rows.num_rows and len(self._missing_fields(family)) == len(family.fields()) and self.count():
-            # A new family: a join on item_id that writes only the new columns, far cheaper than an update.
-            _check_unique(rows)
-            attempts = self._retry(lambda: self.table.to_lance().merge(rows, left_on=KEY), "merge columns")[1]
-            return UpsertResult(updated=self.count(f"`{family.time_column}` IS NOT NULL"), attempts=attempts)
+            # A new family: only the new columns are written, in the table's own row order.
+            written, attempts = self._retry(lambda: _add_family_columns(self.table.to_lance(), rows), "add columns")
+            return UpsertResult(updated=written, attempts=attempts)
         self.ensure_family(family)
         result = UpsertResult()  # in parts: merge_insert joins in a fixed memory pool that a large source exceeds
         per_merge = max(1, _MERGE_BYTES * rows.num_rows // max(1, rows.nbytes))
@@ -174,11 +178,12 @@ class ItemStore:
             raise ValueError(f"a job id is a uuid4().hex, not {job!r}; `staging_tables` would not find it")
         rows = null_bad_vectors(family, rows.select(family.schema().names).cast(family.schema()))
         name = f"{self._staging_prefix(family.name)}{job}"
-        if name in self._staging:  # null vectors mark failed items, as in `upsert`
-            self._staging[name].add(rows, on_bad_vectors="null")
-        else:
+        if name not in self._staging:
             self._missing_fields(family)  # a wrong width fails at the first flush, not at the end
-            self._staging[name] = self.db.create_table(name, rows, on_bad_vectors="null")
+            self._staging[name] = self.db.create_table(name, schema=rows.schema)
+        # Bad vectors are nulls by now, which LanceDB's native append accepts; any `on_bad_vectors` policy would
+        # send every flush through its Python checks first, making the append slower than a bare `table.add`.
+        self._staging[name].add(rows)
 
     def commit_staged(self, family: Family) -> UpsertResult:
         """Merge every staging table of the family in one write (an update of an existing column takes one
@@ -188,9 +193,10 @@ class ItemStore:
         names = self.staging_tables(family.name)
         if not names:
             return UpsertResult()
+        # Staged rows were put in the family's schema and had their bad vectors nulled by `stage_family`.
         rows = _latest_per_key(pa.concat_tables([self.db.open_table(n).to_arrow() for n in names]),
                                family.time_column)
-        result = self.write_family(family.of_rows(rows), rows)
+        result = self._write_checked_family(family.of_rows(rows), rows)
         for name in names:
             self.db.drop_table(name, ignore_missing=True)
             self._staging.pop(name, None)
@@ -415,6 +421,7 @@ class ItemStore:
         self.table.restore()
 
 
+_ADD_BATCH_ROWS = 65_536  # rows per batch streamed into a new family's columns
 _MERGE_BYTES = 128 << 20  # Lance's merge_insert fails on a source of ~300 MB (its join's memory pool)
 _STAGING_JOB = re.compile(r"[0-9a-f]{32}")  # a job's uuid4().hex, so that family `a` never lists `a__b`'s tables
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # Lance allows only these characters in a tag name
@@ -462,6 +469,24 @@ def _check_unique(rows: pa.Table) -> None:
         raise StoreError("rows to write have a null item_id")
     if pc.count_distinct(keys).as_py() != rows.num_rows:
         raise StoreError("rows to write repeat an item_id; the caller must report duplicates before writing")
+
+
+def _add_family_columns(dataset, rows: pa.Table) -> int:
+    """Add a new family's columns to the item table in one commit and return how many items got a row.
+
+    The rows are put in the table's scan order (a null row for an item without one) and streamed to Lance's
+    `add_columns`, which writes only the new columns: the same result as Lance's `merge` on item_id, which
+    took about a quarter more CPU for it at 100k rows.
+    """
+    at = pc.index_in(dataset.to_table(columns=[KEY])[KEY], rows[KEY]).combine_chunks()  # per item: its row, or null
+    values = rows.drop_columns([KEY]).combine_chunks()  # a take from one chunk; a chunked take is far slower
+
+    def aligned():
+        for start in range(0, len(at), _ADD_BATCH_ROWS):
+            yield from values.take(at.slice(start, _ADD_BATCH_ROWS)).to_batches()
+
+    dataset.add_columns(pa.RecordBatchReader.from_batches(values.schema, aligned()))
+    return len(at) - at.null_count
 
 
 def _latest_per_key(rows: pa.Table, time_column: str) -> pa.Table:

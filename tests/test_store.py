@@ -279,6 +279,28 @@ def test_staged_flushes_are_merged_once_and_their_staging_table_dropped(store):
     assert store.commit_staged(family) == UpsertResult()  # nothing staged: nothing written
 
 
+def test_a_new_family_lands_on_its_own_items_across_fragments_deletions_and_any_row_order(store):
+    ids = [f"i{n:02d}" for n in range(30)]
+    for part in (ids[:10], ids[10:20], ids[20:]):  # one fragment per ingest
+        store.upsert(catalog_rows(part))
+    store.table.delete("item_id = 'i05'")
+    assert len(store.table.to_lance().get_fragments()) == 3
+    family = vector_family("vec", 4)
+    staged = [i for i in ids if i not in ("i05", "i17")]  # i17 is never done; i05 is gone
+    order = np.random.default_rng(0).permutation(len(staged))
+    vectors = {i: [float(n), 1.0, 2.0, 3.0] for n, i in enumerate(ids)}
+    vectors["i23"] = None  # a failed item
+    rows = family_rows(family, [staged[k] for k in order] + ["ghost"], [vectors[staged[k]] for k in order] + [[9] * 4],
+                       errors=[("boom" if staged[k] == "i23" else None) for k in order] + [None])
+    for job, part in (("a" * 32, rows.slice(0, 15)), ("b" * 32, rows.slice(15))):
+        store.stage_family(family, part, job)
+    assert store.commit_staged(family).updated == len(staged)
+    expected = {i: vectors[i] for i in staged} | {"i17": None}
+    assert column(store, "vec") == expected
+    assert column(store, "vec_error") == {i: ("boom" if i == "i23" else None) for i in expected}
+    assert sorted(assert_unique(store)) == sorted(expected)  # the ghost was dropped, not inserted
+
+
 def test_leftover_staging_tables_are_adopted_and_the_latest_row_wins(tmp_path):
     store = make_store(tmp_path)
     store.upsert(catalog_rows(["a", "b", "c"]))
