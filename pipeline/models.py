@@ -51,6 +51,21 @@ def model_location(spec: str, marker: str, setting: str, test_model: str | None 
     return spec
 
 
+def for_workers(settings: dict) -> dict:
+    """A stage section's settings with its model references (`model`, `pretrained`) as absolute paths where they
+    name local files: Ray workers may run in another working directory (a joined cluster, another node), where
+    `./models/x` would name nothing, or another folder. Hub ids, size names and `package:` models are kept."""
+    return {key: absolute(value) if key in ("model", "pretrained") and isinstance(value, str) else value
+            for key, value in settings.items()}
+
+
+def absolute(ref: str) -> str:
+    """`ref` with a local path resolved against this process's working directory (`local-dir:` kept)."""
+    prefix = LOCAL_PREFIX if ref.startswith(LOCAL_PREFIX) else ""
+    path = ref.removeprefix(prefix)
+    return prefix + str(Path(path).expanduser().resolve()) if prefix or looks_local(path) else ref
+
+
 def package_folder(module: str, marker: str) -> str:
     """The folder holding `marker` inside an installed package (one that ships model weights)."""
     found = importlib.util.find_spec(module)

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pipeline.config import SeerecConfig, StageSection
 from pipeline.filters import quote_text, to_sql
 from pipeline.logs import RESUME_HINT
-from pipeline.models import same_model
+from pipeline.models import for_workers, same_model
 from pipeline.runtime import FamilyWriter, StageSummary, init_ray, pool_options
 from pipeline.schema import Family, is_vector_field
 from pipeline.stage import Stage, decoder_roots
@@ -105,7 +105,8 @@ def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Ta
             compute=ray.data.ActorPoolStrategy(size=section.decode_concurrency), **pool,
         )
     return data.map_batches(
-        stage.model, fn_constructor_kwargs={"cfg": section.model_dump()}, batch_size=section.items_per_batch,
+        stage.model, fn_constructor_kwargs={"cfg": for_workers(section.model_dump())},
+        batch_size=section.items_per_batch,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=section.concurrency),
         num_gpus=section.num_gpus, num_cpus=section.num_cpus, **pool,
     )

