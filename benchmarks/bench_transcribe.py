@@ -58,8 +58,8 @@ def seerec_job(spec: dict) -> dict:
     ray_s = time.perf_counter() - ray_start
     summary = run_transcribe(cfg)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "ray_start_s": ray_s, "job_s": summary.seconds, "done": summary.done,
-            "failed": summary.failed, "audio_seconds": summary.extra.get("audio_seconds", 0.0),
+    return {"seconds": seconds, "imports_s": ray_start - start, "ray_start_s": ray_s, "job_s": summary.seconds,
+            "done": summary.done, "failed": summary.failed, "audio_seconds": summary.extra.get("audio_seconds", 0.0),
             "first_result_s": summary.extra.get("first_result_s")}
 
 
@@ -140,7 +140,9 @@ def main() -> None:
                 result["baseline"]["audio_seconds"] / result["baseline"]["seconds"])
             rounds.append(result)
             print(f"round {n + 1} ({' then '.join(order)}; load {load:.1f}): seerec {seerec['seconds']:.1f} s "
-                  f"(Ray start {seerec['ray_start_s']:.1f} s, first result {seerec['first_result_s']} s), "
+                  f"(imports {seerec['imports_s']:.1f} s, Ray start {seerec['ray_start_s']:.1f} s, "
+                  f"job {seerec['job_s']:.1f} s, "
+                  f"first result {seerec['first_result_s']} s into it), "
                   f"baseline {result['baseline']['seconds']:.1f} s, ratio {result['ratio']:.3f}", flush=True)
 
     sound = rounds[0]["baseline"]["audio_seconds"]
@@ -155,7 +157,9 @@ def main() -> None:
         "ray_start_s": round(statistics.median(r["seerec"]["ray_start_s"] for r in rounds), 1),
         "first_result_s": statistics.median(r["seerec"]["first_result_s"] for r in rounds),
         "rounds": [{"seerec_seconds": round(r["seerec"]["seconds"], 1),
+                    "seerec_imports_s": round(r["seerec"]["imports_s"], 1),
                     "seerec_ray_start_s": round(r["seerec"]["ray_start_s"], 1),
+                    "seerec_job_s": round(r["seerec"]["job_s"], 1),
                     "seerec_first_result_s": r["seerec"]["first_result_s"],
                     "baseline_seconds": round(r["baseline"]["seconds"], 1), "ratio": round(r["ratio"], 3),
                     "load_average_before_after": r["load_average"]} for r in rounds],
