@@ -30,13 +30,14 @@ class Transcriber:
     """Transcribes each decoded item; returns the text, its language and the language's probability."""
 
     def __init__(self, cfg: TranscribeConfig | dict):
-        import torch
+        import ctranslate2
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.cfg = TranscribeConfig.model_validate(cfg)
         device = self.cfg.device
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+            # CTranslate2's own device count: importing torch only to ask would add seconds to every actor's start.
+            device = "cuda" if ctranslate2.get_cuda_device_count() else "cpu"
         compute = self.cfg.compute_type
         if compute == "auto":
             compute = "float16" if device == "cuda" else "int8"

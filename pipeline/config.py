@@ -574,7 +574,9 @@ class TranscribeConfig(MediaStageSection):
     # Speech chunks per forward pass when batched.
     chunks_per_batch: int = Field(8, ge=1)
     column: str = "transcript"
-    items_per_batch: int = Field(8, ge=1)
+    # One item per call: faster-whisper transcribes one item at a time (batching only its speech chunks), so
+    # more items per call would only hold finished transcripts back from the store.
+    items_per_batch: int = Field(1, ge=1)
     device: str = "auto"
     where: list[str] = Field(default_factory=list)
 

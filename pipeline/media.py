@@ -230,7 +230,8 @@ def open_source(uri: str, kind: str, roots: Sequence[str], max_file_mb: float) -
     big; return a local path or its bytes. Ingest checks the roots too, but a store row may come from
     elsewhere, so nothing is opened unchecked."""
     if not isinstance(uri, str) or not uri.strip():
-        raise MediaError(f"{kind} item has no media_uri")
+        # Ingest keeps a row whose uri it refused (outside media.roots, say) but drops the uri: point there.
+        raise MediaError(f"{kind} item has no media_uri (its ingest_error says why)")
     refusal = _roots(tuple(roots)).refusal(uri)
     if refusal:
         raise MediaError(refusal)

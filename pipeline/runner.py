@@ -1,8 +1,8 @@
 """The one runner of every Ray Data stage: a `Stage` declaration in, its column family in the store out.
 
-pending items (not done by this model and settings, or failed) → summary counts → Ray → a dataset of
-small blocks → the decode pool, if the stage has one → the model actor pool → the driver's `FamilyWriter`
-(flushes staged, merged once per stage) → one `store.finalize` at the end of the job → a logged
+pending items (not done by this model and settings, or failed) → summary counts → Ray → a dataset of one
+model call per block → the decode pool, if the stage has one → the model actor pool → the driver's
+`FamilyWriter` (flushes staged, merged once per stage) → one `store.finalize` at the end of the job → a logged
 `StageSummary` per stage.
 """
 
@@ -95,7 +95,7 @@ def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Ta
     """The lazy Ray dataset of the stage's results: blocks → decode pool → model actor pool."""
     import ray
 
-    data = work_dataset(todo, section.items_per_batch, section.concurrency)
+    data = work_dataset(todo, section.items_per_batch)
     pool = pool_options(cfg.ray)
     if stage.decoder is not None:
         data = data.map_batches(
@@ -112,13 +112,15 @@ def _results(stage: Stage, cfg: SeerecConfig, section: StageSection, todo: pa.Ta
     )
 
 
-def work_dataset(table: pa.Table, items_per_batch: int, concurrency: int):
-    """The work as a Ray dataset of small blocks (a few model calls each).
+def work_dataset(table: pa.Table, items_per_batch: int):
+    """The work as a Ray dataset of one model call per block.
 
-    Small blocks keep every actor busy and let results stream back to the driver's writer early, instead
-    of arriving in a few large lumps at the end.
+    Ray Data hands a map task's output on when the task ends, so a block is the unit in which results reach
+    the driver's writer: one call per block lets them stream as each call finishes, keeps every actor busy to
+    the end, and lets the decode pool work on the next items while the model runs. `from_blocks` keeps the
+    blocks as given and reads their metadata on the driver, where `from_arrow` would first run one Ray task
+    per block (seconds of start-up, in fresh workers, before any model actor is asked for).
     """
     import ray
 
-    per_block = items_per_batch * max(1, min(4, -(-table.num_rows // (items_per_batch * 2 * concurrency))))
-    return ray.data.from_arrow([table.slice(o, per_block) for o in range(0, table.num_rows, per_block)])
+    return ray.data.from_blocks([table.slice(o, items_per_batch) for o in range(0, table.num_rows, items_per_batch)])

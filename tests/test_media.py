@@ -409,7 +409,7 @@ def test_decode_batch_on_a_mixed_batch(tmp_path, tiny_video):
     assert errors[2] == f"image {missing} is missing"
     assert errors[3].startswith("unknown media_type 'audio'")
     assert errors[4].startswith(f"video {noise} could not be decoded")
-    assert errors[5] == "video item has no media_uri"
+    assert errors[5] == "video item has no media_uri (its ingest_error says why)"
 
     assert out["frames"].dtype == object and len(out["frames"]) == 6
     assert out["frames"][0].shape == (4, 38, 64, 3) and out["frames"][0].dtype == np.uint8
