@@ -19,7 +19,9 @@
   scoring, 256 users per call and 1 user per call; cornac's `score` takes one history per call.
 
     .venv/bin/python benchmarks/bench_rpg_beauty.py [--budget-s 420] [--ids hybrid] [--eval-users 5000]
-        [--users N (smoke only)] [--skip-cornac]
+        [--users N (smoke only)] [--skip-cornac] [--threads 1]
+    .venv/bin/python benchmarks/bench_rpg_beauty.py --skip-cornac --time-limit-s 3300 [--patience 10]
+        [--lr-plateau-factor 0.5]   # seerec alone: the best validation epoch within an hour
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,7 @@ from extractors.semantic_ids import concat_columns, make_tokenizer, resolve  # n
 from pipeline.config import validate_config  # noqa: E402
 from recommenders.data import leave_one_out, load_interactions  # noqa: E402
 from recommenders.evaluate import evaluate, evaluate_scores  # noqa: E402
+from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "rpg_beauty.json"
 PUBLISHED_UNMASKED = {"tiger": {"recall@10": 0.0648, "ndcg@10": 0.0384},
@@ -86,14 +90,25 @@ def seerec_ids(vectors: np.ndarray, levels: int, codebook: int) -> tuple[np.ndar
     return ids, seconds
 
 
-def train_seerec(split, ids: np.ndarray, args) -> tuple[object, StepBudget]:
+def train_seerec(split, ids: np.ndarray, args) -> tuple[object, dict]:
+    """seerec's RPG and its training record: stopped by the step budget with its last weights (the equal-budget
+    comparison), or, with `--time-limit-s`, by the loop's own time limit keeping the best validation epoch."""
     rpg = {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "dropout": args.dropout,
            "max_len": 50, "temperature": args.temperature, "beam_size": CANDIDATES, "graph_neighbors": 50}
-    tcfg = validate_config({"train": {"model": "rpg", "rpg": rpg, "epochs": 10 ** 6, "patience": 10 ** 6,
-                                      "progress": False, "batch_size": args.batch_size, "lr": args.lr,
-                                      "device": "cpu", "seed": 0, "cpu_threads": 1, "mask_history": False,
-                                      "eval_batch_size": 1024}}).train
-    return fit_within_budget(tcfg, split, ids, args.budget_s, valid_users=2000)
+    train = {"model": "rpg", "rpg": rpg, "epochs": 10 ** 6, "patience": 10 ** 6, "progress": False,
+             "batch_size": args.batch_size, "lr": args.lr, "device": "cpu", "seed": 0, "cpu_threads": args.threads,
+             "mask_history": False, "eval_batch_size": 1024, "lr_plateau_factor": args.lr_plateau_factor}
+    steps = -(-sum(1 for s in split.train if len(s) >= 2) // args.batch_size)
+    if args.time_limit_s is None:
+        model, budget = fit_within_budget(validate_config({"train": train}).train, split, ids, args.budget_s,
+                                          valid_users=2000)
+        return model, budget.report(steps)
+    tcfg = validate_config({"train": {**train, "patience": args.patience, "time_limit_s": args.time_limit_s}}).train
+    model = build_model(tcfg, split.n_users, split.n_items, ids)
+    history = fit(model, replace(split, valid=subset(split.valid, 2000)), tcfg)
+    return model.eval(), {"time_limit_s": args.time_limit_s, "steps_per_epoch": steps, "epochs": history[-1]["epoch"],
+                          "best_epoch": history[0]["best_epoch"], "seconds_to_best": history[0]["seconds_to_best"],
+                          "seconds": history[-1]["seconds"], "history": history}
 
 
 def train_cornac(split, vectors: np.ndarray, args) -> tuple[object, StepBudget, float]:
@@ -178,10 +193,18 @@ def main() -> None:
     parser.add_argument("--latency-users", type=int, default=64)
     parser.add_argument("--users", type=int, default=None, help="subsample users (smoke tests only)")
     parser.add_argument("--skip-cornac", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and evaluation")
+    parser.add_argument("--time-limit-s", type=float, default=None,
+                        help="seerec only (with --skip-cornac): train until the first epoch ending past this many "
+                             "seconds, early stopping by --patience, and keep the best validation epoch")
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--lr-plateau-factor", type=float, default=1.0)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
+    if args.time_limit_s is not None and not args.skip_cornac:
+        parser.error("--time-limit-s trains seerec alone: add --skip-cornac (--budget-s is the equal-budget run)")
+    torch.set_num_threads(args.threads)
     data = load_interactions(DATA / "Beauty.txt")
     if args.users:
         data.sequences, data.user_ids = data.sequences[:args.users], data.user_ids[:args.users]
@@ -194,16 +217,16 @@ def main() -> None:
           f"{ids.shape} ({len(np.unique(ids[:, :-1], axis=0))} distinct before dedup) in {id_seconds:.0f}s",
           flush=True)
     payload = {"dataset": "amazon-beauty", "split": "leave-one-out", "users": split.n_users, "device": "cpu",
-               "threads": 1, "eval_users": len(test), "candidates": CANDIDATES, "item_vectors": args.ids,
+               "threads": args.threads, "eval_users": len(test), "candidates": CANDIDATES, "item_vectors": args.ids,
                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "skip_cornac")},
-               "budget": "equal seconds of training steps per library, 1 thread each",
+               "budget": (f"seerec alone, the best validation epoch within {args.time_limit_s:.0f} s"
+                          if args.time_limit_s else "equal seconds of training steps per library, 1 thread each"),
                "published_unmasked": PUBLISHED_UNMASKED}
 
-    model, budget = train_seerec(split, ids, args)
-    steps = -(-sum(1 for s in split.train if len(s) >= 2) // args.batch_size)
+    model, trained = train_seerec(split, ids, args)
     seerec = {"ids": {"digits": int(ids.shape[1]), "seconds": round(id_seconds, 1),
                       "distinct_before_dedup": int(len(np.unique(ids[:, :-1], axis=0)))},
-              "parameters": sum(p.numel() for p in model.parameters()), "train": budget.report(steps),
+              "parameters": sum(p.numel() for p in model.parameters()), "train": trained,
               "valid_unmasked": evaluate(model, subset(split.valid, 2000), mask_history=False).metrics,
               "exact": quality(model.score, test)}
     started = time.perf_counter()  # the code graph is built once, on first use; its neighbours come first

@@ -342,6 +342,9 @@ class TrainConfig(Section):
     lr_plateau_factor: float = Field(1.0, gt=0, le=1)
     # Stop after this many validations without a better NDCG@10; the best epoch's weights are kept.
     patience: int = Field(5, ge=1)
+    # Stop after the first epoch that ends this many seconds after training began (validation included);
+    # the best epoch's weights are kept. For a fixed compute budget, e.g. 3600 for "the best model in an hour".
+    time_limit_s: float | None = Field(None, gt=0)
     eval_batch_size: int = Field(1024, ge=1)
     # Mask each user's history (training items; for test also the validation item) out of the ranking.
     mask_history: bool = True

@@ -166,10 +166,12 @@ class FamilyWriter:
             self.logged_at = now
 
     def flush(self) -> None:
-        if self.buffer:
-            rows = pa.concat_tables(self.buffer)
+        # Taken before staging: an interrupt that lands inside the append must not stage the same rows again
+        # from the interrupt handler; rows whose append it cut short are redone by the next run.
+        buffer, self.buffer, self.buffered = self.buffer, [], 0
+        if buffer:
+            rows = pa.concat_tables(buffer)
             self.store.stage_family(self.family(rows), rows, self.job)
-            self.buffer, self.buffered = [], 0
         self.flushed_at = time.monotonic()
 
     def close(self) -> None:

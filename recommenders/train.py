@@ -116,6 +116,9 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
         if waited >= tcfg.patience:
             log.info("no better validation NDCG@10 for %d epochs: stopping at epoch %d", waited, epoch)
             break
+        if tcfg.time_limit_s is not None and time.perf_counter() - started >= tcfg.time_limit_s:
+            log.info("time limit of %.0f s reached: stopping at epoch %d", tcfg.time_limit_s, epoch)
+            break
     model.load_state_dict(best_state)
     return _with_best(history, best_epoch, best_seconds)
 

@@ -260,6 +260,14 @@ def test_lr_plateau_factor_cuts_the_lr_after_each_epoch_without_a_new_best(split
     assert cuts > 0
 
 
+def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best(split):
+    tcfg = train_config("bpr", lr=0.05, epochs=50, patience=50, time_limit_s=1e-9)
+    net = build_model(tcfg, split.n_users, split.n_items, None)
+    history = fit(net, split, tcfg)
+    assert [entry["epoch"] for entry in history] == [0, 1]  # the first epoch already ends past the limit
+    assert history[0]["best_epoch"] in (0, 1)
+
+
 def test_sasrec_learns_the_next_item(split, popularity):
     _, metrics = trained("sasrec", split)
     assert metrics["recall@5"] > 0.8 > popularity["recall@5"]

@@ -137,7 +137,8 @@ class RPG(SASRec):
         """(N, levels, vocab) logits of every digit from hidden states (N, hidden)."""
         queries = F.normalize(hidden[:, None] + torch.einsum("nh,dhk->ndk", hidden, self.heads), dim=-1)
         codes = F.normalize(self.digit_emb.weight.view(self.levels, self.vocab, self.hidden), dim=-1)
-        return torch.einsum("ndh,dvh->ndv", queries, codes) / self.temperature
+        # The temperature scales the queries, not the logits: `levels x hidden` products per row, not `levels x vocab`.
+        return torch.einsum("ndh,dvh->ndv", queries / self.temperature, codes)
 
     def loss(self, batch: dict) -> torch.Tensor:
         hidden = self.encode_items(batch["inputs"])
