@@ -139,7 +139,7 @@ def write_outputs(cfg: SeerecConfig, cells: list[ab.Cell], runs: dict[ab.Cell, S
                   prepared: dict[str, Prepared], feature_sets: list[str], baseline: str,
                   notes: list[str]) -> pd.DataFrame:
     a = cfg.ablate
-    masking = "masked" if cfg.train.mask_history else "unmasked"
+    masking, other = ("masked", "unmasked") if cfg.train.mask_history else ("unmasked", "masked")
     rows, per_user = [], {}
     for cell in cells:
         folder = ab.run_dir(runs[cell])
@@ -151,13 +151,16 @@ def write_outputs(cfg: SeerecConfig, cells: list[ab.Cell], runs: dict[ab.Cell, S
                   for split in a.splits}
     caption = (f"Test HR@10 / NDCG@10 (HR@10 = Recall@10, one target per user), full ranking, history {masking}; "
                f"in brackets the relative NDCG@10 gain over the {baseline} row of the same model, * = p < {a.alpha} "
-               "in a two-sided paired t-test on per-user NDCG@10 over the test users. Unmasked and masked numbers "
-               "of every cell are in ablation.csv.")
+               "in a two-sided paired t-test on per-user NDCG@10 over the test users. Each split's second table gives "
+               f"the cells with history {other}.")
     parts = [f"# Ablation {a.name}\n", caption + "\n", *([a.note + "\n"] if a.note else [])]
     for split in a.splits:
         p = prepared[split].split
+        models = [*a.models, *a.reference_models]
         parts += [f"## {split}\n", f"{len(p.test)} test users, {p.n_items} items, seed {cfg.train.seed}.\n",
-                  ab.markdown(table, split, feature_sets, [*a.models, *a.reference_models], masking) + "\n"]
+                  ab.markdown(table, split, feature_sets, models, masking) + "\n",
+                  f"The same cells, history {other}: HR@10 / NDCG@10 (gains and tests are for history {masking}).\n",
+                  ab.markdown(table, split, feature_sets, models, other, gains=False) + "\n"]
         parts += _breakdown_markdown(breakdowns[split])
     if notes:
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in notes) + "\n"]

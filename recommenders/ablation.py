@@ -179,9 +179,10 @@ def add_gains(table: pd.DataFrame, per_user: dict[str, pd.DataFrame], baseline: 
     return table
 
 
-def markdown(table: pd.DataFrame, split: str, feature_sets: list[str], models: list[str], masking: str) -> str:
-    """One split's table: rows = feature sets (ID only first), columns = models, cells HR@10 / NDCG@10 and the
-    NDCG@10 gain over the baseline row (* = significant)."""
+def markdown(table: pd.DataFrame, split: str, feature_sets: list[str], models: list[str], masking: str,
+             gains: bool = True) -> str:
+    """One split's table: rows = feature sets (ID only first), columns = models, cells HR@10 / NDCG@10 under
+    `masking` and, with `gains`, the NDCG@10 gain over the baseline row (* = significant)."""
     part = table[table.split == split]
     columns = [m for m in models if m in set(part.model)]
     lines = ["| features | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -197,7 +198,7 @@ def markdown(table: pd.DataFrame, split: str, feature_sets: list[str], models: l
                 continue
             r = hit.iloc[0]
             text = f"{r[f'{masking}_recall@10']:.4f} / {r[f'{masking}_ndcg@10']:.4f}"
-            if not np.isnan(r["gain_ndcg@10"]):
+            if gains and not np.isnan(r["gain_ndcg@10"]):
                 text += f" ({r['gain_ndcg@10']:+.1%}{'*' if r['significant'] else ''})"
             cells.append(text)
         lines.append(f"| {'ID only' if fs == ID_ROW else fs} | " + " | ".join(cells) + " |")

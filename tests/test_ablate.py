@@ -91,6 +91,9 @@ def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_lo
     assert 0 <= row["p_value"] <= 1
     md = (out / "ablation.md").read_text()
     assert "history masked" in md and "paired t-test" in md and "| ID only |" in md
+    unmasked = md.split("## leave-one-out")[1].split("The same cells, history unmasked")[1].split("##")[0]
+    two_tower = f"{row['unmasked_recall@10']:.4f} / {row['unmasked_ndcg@10']:.4f} |"  # values only, no gains
+    assert two_tower in unmasked.split("| text_vec+noise_vec |")[1].splitlines()[0] and "%" not in unmasked
     assert "noise_vec: 10 of 60 items have no vector" in md  # text_vec+noise_vec misses 10 items
     report = json.loads((out / "ablation.json").read_text())
     assert set(report["breakdowns"]["leave-one-out"]) == {"training popularity", "duration"}

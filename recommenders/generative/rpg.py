@@ -3,8 +3,8 @@
 Items are long semantic IDs (`seerec quantize` with `quantize.tokenizer=opq`, e.g. 32 digits of 256 codes),
 whose digits, unlike TIGER's levels, carry no order. The model:
 
-- Item tokens: an item's input vector is the mean of its digits' embeddings (one table of `levels x vocab`
-  rows; digit d's code c is row d * vocab + c). There is no per-item embedding, so an item added after
+- Item tokens: an item's input vector is the sum of its digits' embeddings over sqrt(levels) (one table of
+  `levels x vocab` rows; digit d's code c is row d * vocab + c). There is no per-item embedding, so an item added after
   training, once it has an ID, is a token the model already knows how to read and to predict.
 - Encoder: SASRec's causal Transformer (`recommenders.models.sasrec`; blocks, position embeddings and the
   shared next-item batches) over the last `max_len` items of the history.
@@ -78,9 +78,10 @@ class RPG(SASRec):
         self.beam_size, self.graph_neighbors, self.graph_steps = (config.beam_size, config.graph_neighbors,
                                                                   config.graph_steps)
         self.digit_emb = nn.Embedding(self.levels * self.vocab, self.hidden)
-        # A mean of `levels` random digits shrinks by sqrt(levels): this start gives item vectors SASRec's scale
-        # (std hidden^-1/2, comparable to the position embeddings once encode scales them by sqrt(hidden)).
-        nn.init.normal_(self.digit_emb.weight, std=(self.levels / self.hidden) ** 0.5)
+        # SASRec's item start (std hidden^-1/2). An item vector sums its digits over sqrt(levels), which keeps that
+        # scale; a mean would need digits sqrt(levels) times larger, which Adam's steps of about `lr` would then
+        # turn sqrt(levels) times slower (the output logits are cosines: only the digits' directions count).
+        nn.init.normal_(self.digit_emb.weight, std=self.hidden ** -0.5)
         self.heads = nn.Parameter(torch.zeros(self.levels, self.hidden, self.hidden))  # residual, start at identity
         self.register_buffer("popularity", torch.zeros(n_items))
         self._graph: torch.Tensor | None = None  # (n_items, graph_neighbors), built when first needed
@@ -95,9 +96,10 @@ class RPG(SASRec):
         return self.semantic_ids[:, 0] >= 0
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """(..., hidden): the mean of each item's digit embeddings (zero for an item without an ID)."""
+        """(..., hidden): each item's digit embeddings summed over sqrt(levels) (zero for an item without an ID)."""
         offsets = torch.arange(self.levels, device=items.device) * self.vocab
-        return self.digit_emb(self.item_codes()[items] + offsets).mean(-2) * self.has_id()[items][..., None]
+        digits = self.digit_emb(self.item_codes()[items] + offsets).sum(-2) * self.levels ** -0.5
+        return digits * self.has_id()[items][..., None]
 
     def item_table(self) -> torch.Tensor:
         return self.item_vectors(torch.arange(self.n_items, device=self.device))
