@@ -166,12 +166,12 @@ class FamilyWriter:
             self.logged_at = now
 
     def flush(self) -> None:
-        # Taken before staging: an interrupt that lands inside the append must not stage the same rows again
-        # from the interrupt handler; rows whose append it cut short are redone by the next run.
-        buffer, self.buffer, self.buffered = self.buffer, [], 0
-        if buffer:
-            rows = pa.concat_tables(buffer)
+        if self.buffer:
+            rows = pa.concat_tables(self.buffer)
+            # An interrupt after the append committed but before the next line makes the interrupt handler stage
+            # these rows again; `commit_staged` keeps one row per item, so the store still gets each once.
             self.store.stage_family(self.family(rows), rows, self.job)
+            self.buffer, self.buffered = [], 0
         self.flushed_at = time.monotonic()
 
     def close(self) -> None:
