@@ -4,10 +4,11 @@
   indexes equal to ours). Both are ranked by seerec's full-ranking evaluation (`recommenders.evaluate`) on the
   same fixed random test users, history unmasked (the generative literature's protocol) and masked.
 - Item vectors: the cached MiniLM vectors of brand + categories (`--ids content`; only 3,192 distinct texts for
-  12,101 items), or those joined with 64-d item factors of a truncated SVD of the training user-item matrix
-  (`--ids hybrid`, default; each part scaled to unit rows). Each library quantizes them with its own OPQ into
-  `--levels` digits of 256 codes: seerec's `quantize.tokenizer=opq` (numpy k-means, plus the append dedup
-  digit), cornac's faiss `OPQ{M},IVF1,PQ{M}x8` (no dedup: items with one vector share one ID).
+  12,101 items), or those joined with `--svd-dim` (64) item factors of a truncated SVD of the training user-item
+  matrix (`--ids hybrid`, default; each part scaled to unit rows), or the item factors alone
+  (`--ids collaborative`). Each library quantizes them with its own OPQ into `--levels` digits of 256 codes:
+  seerec's `quantize.tokenizer=opq` (numpy k-means, plus the append dedup digit), cornac's faiss
+  `OPQ{M},IVF1,PQ{M}x8` (no dedup: items with one vector share one ID).
 - Architecture: the same size for both: `--hidden` wide, `--layers` layers, `--heads` heads, feed-forward as
   wide as the model (SASRec's block), dropout `--dropout` (cornac: embedding and attention dropout), 50 history
   items, temperature `--temperature`, batch 256, Adam(W) at `--lr`, constant.
@@ -58,7 +59,8 @@ CANDIDATES = 20
 
 
 def item_vectors(split, kind: str, dim: int = 64) -> np.ndarray:
-    """MiniLM text vectors, or those joined with SVD item factors of the training interactions (unit rows each)."""
+    """MiniLM text vectors (content), SVD item factors of the training interactions (collaborative), or both
+    joined with unit rows each (hybrid)."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import svds
 
@@ -70,7 +72,8 @@ def item_vectors(split, kind: str, dim: int = 64) -> np.ndarray:
     matrix = csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(split.n_users, split.n_items))
     matrix.data[:] = 1.0  # repeated interactions count once
     _, sigma, vt = svds(matrix, k=dim, random_state=0)
-    return concat_columns([text, (vt.T * np.sqrt(sigma)).astype(np.float32)], unit_rows=True)
+    factors = (vt.T * np.sqrt(sigma)).astype(np.float32)
+    return concat_columns([factors] if kind == "collaborative" else [text, factors], unit_rows=True)
 
 
 def seerec_ids(vectors: np.ndarray, levels: int, codebook: int) -> tuple[np.ndarray, float]:
@@ -179,7 +182,8 @@ def top_candidates(score_fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=420, help="seconds of training steps for each library")
-    parser.add_argument("--ids", choices=["content", "hybrid"], default="hybrid")
+    parser.add_argument("--ids", choices=["content", "collaborative", "hybrid"], default="hybrid")
+    parser.add_argument("--svd-dim", type=int, default=64, help="item factors of the collaborative part")
     parser.add_argument("--levels", type=int, default=32)
     parser.add_argument("--codebook", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=128)
@@ -209,7 +213,7 @@ def main() -> None:
     if args.users:
         data.sequences, data.user_ids = data.sequences[:args.users], data.user_ids[:args.users]
     split = leave_one_out(data)
-    vectors = item_vectors(split, args.ids)
+    vectors = item_vectors(split, args.ids, args.svd_dim)
     assert len(vectors) == split.n_items
     ids, id_seconds = seerec_ids(vectors, args.levels, args.codebook)
     test = subset(split.test, args.eval_users)

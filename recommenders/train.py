@@ -2,8 +2,9 @@
 
 `build_model(tcfg, ...)` makes the configured model from its config section, its weights seeded by
 `tcfg.seed`. `fit(model, split, tcfg)` trains it: Adam over `model.batches`, validation NDCG@10 after every
-epoch, the lr cut on a plateau (`lr_plateau_factor`), early stopping after `patience` epochs without a new
-best, tqdm bars with live loss and metrics, and the best epoch's weights loaded back at the end.
+epoch (the untrained model's is recorded, not counted as a best), the lr cut on a plateau
+(`lr_plateau_factor`), early stopping after `patience` epochs without a new best, tqdm bars with live loss
+and metrics, and the best epoch's weights loaded back at the end.
 
 On Ray Train workers (`recommenders.distributed`) the same `fit` runs with the worker's `rank` of `world`
 and a `wrap` that turns the model into Ray Train's DistributedDataParallel module: each worker then steps
@@ -75,10 +76,13 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
                         **{f"valid_{k}": v for k, v in result.metrics.items()}})
         return result.metrics["ndcg@10"]
 
-    best = validate(0, None)
-    best_state, best_epoch, best_seconds, waited = _copy_state(model), 0, history[-1]["seconds"], 0
+    validate(0, None)
     if not model.trainable or tcfg.epochs == 0:
-        return _with_best(history, best_epoch, best_seconds)
+        return _with_best(history, 0, history[-1]["seconds"])
+    # The untrained model's validation is recorded but is no best to beat: an untrained model can rank well by
+    # accident (RPG's tied digits rank items by shared codes), and counting it would cut the lr and spend the
+    # patience during the first epochs. The first trained epoch is the first best.
+    best, best_state, best_epoch, best_seconds, waited = -np.inf, None, 0, 0.0, 0
     step = wrap(model) if wrap else model  # calling it computes the loss (Recommender.forward)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     epochs = tqdm(range(1, tcfg.epochs + 1), desc=model.name, disable=not tcfg.progress or rank > 0, unit="epoch")
@@ -119,7 +123,8 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
         if tcfg.time_limit_s is not None and time.perf_counter() - started >= tcfg.time_limit_s:
             log.info("time limit of %.0f s reached: stopping at epoch %d", tcfg.time_limit_s, epoch)
             break
-    model.load_state_dict(best_state)
+    if best_state is not None:  # None only if no validation gave a number (NaN): the last weights stay
+        model.load_state_dict(best_state)
     return _with_best(history, best_epoch, best_seconds)
 
 

@@ -21,10 +21,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import StoreConfig, validate_config
+from pipeline.config import Section, StoreConfig, validate_config
 from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vector_type
 from pipeline.store import ItemStore
-from recommenders.base import sequence_batches
+from recommenders.base import Recommender, sequence_batches
 from recommenders.data import (
     RecommenderError,
     build_interactions,
@@ -250,7 +250,7 @@ def test_lr_plateau_factor_cuts_the_lr_after_each_epoch_without_a_new_best(split
     tcfg = train_config("bpr", lr=0.5, epochs=8, patience=8, lr_plateau_factor=0.5)
     net = build_model(tcfg, split.n_users, split.n_items, None)
     history = fit(net, split, tcfg)
-    best, expected, cuts = history[0]["valid_ndcg@10"], 0.5, 0
+    best, expected, cuts = -np.inf, 0.5, 0  # the untrained model's validation is no best to beat
     for entry in history[1:]:
         assert entry["lr"] == pytest.approx(expected)
         if entry["valid_ndcg@10"] > best:
@@ -265,8 +265,41 @@ def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best(spli
     net = build_model(tcfg, split.n_users, split.n_items, None)
     history = fit(net, split, tcfg)
     assert [entry["epoch"] for entry in history] == [0, 1]  # the first epoch already ends past the limit
-    best = max(entry["valid_ndcg@10"] for entry in history)
+    best = max(entry["valid_ndcg@10"] for entry in history[1:])
     assert evaluate(net, split.valid, tcfg.mask_history).metrics["ndcg@10"] == pytest.approx(best)  # best weights kept
+
+
+class Unlearner(Recommender):
+    """Ranks items by a weight times their training popularity, rarest first while the weight is positive; its
+    loss drives the weight below zero, which on the test split ranks worse (the test checks that premise)."""
+
+    name = "unlearner"
+
+    def __init__(self, n_items: int):
+        super().__init__(0, n_items, Section())
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.register_buffer("popularity", torch.zeros(n_items))
+
+    def prepare(self, train):
+        self.popularity.copy_(torch.bincount(torch.as_tensor(np.concatenate(train)), minlength=self.n_items))
+
+    def batches(self, train, batch_size, rng):
+        return iter([{}] * 3)
+
+    def loss(self, batch):
+        return self.weight
+
+    def score(self, users, histories):
+        return -self.weight * self.popularity.expand(len(histories), -1)
+
+
+def test_an_untrained_model_that_validates_best_is_not_the_best_epoch(split):
+    tcfg = train_config("bpr", lr=0.5, epochs=3, patience=5, lr_plateau_factor=0.5)
+    net = Unlearner(split.n_items)
+    history = fit(net, split, tcfg)
+    assert history[0]["valid_ndcg@10"] > max(entry["valid_ndcg@10"] for entry in history[1:])
+    assert history[0]["best_epoch"] == 1 and net.weight.item() < 0  # the first trained epoch's weights
+    assert [entry["lr"] for entry in history[1:]] == [0.5, 0.5, 0.25]  # the first cut comes after epoch 2
 
 
 def test_sasrec_learns_the_next_item(split, popularity):
