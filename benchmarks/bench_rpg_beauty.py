@@ -1,5 +1,8 @@
 """seerec's RPG against cornac 3.0.1's RPG on Amazon Beauty: same split, same item vectors, same budget, one run.
 
+(`--dataset scientific --skip-cornac`: seerec's RPG alone with the same settings on Amazon Scientific, whose item
+text is title + description.)
+
 - Split: seerec's leave-one-out; cornac trains on the same training sequences (one session per user, item
   indexes equal to ours). Both are ranked by seerec's full-ranking evaluation (`recommenders.evaluate`) on the
   same fixed random test users, history unmasked (the generative literature's protocol) and masked.
@@ -21,8 +24,9 @@
 
     .venv/bin/python benchmarks/bench_rpg_beauty.py [--budget-s 420] [--ids hybrid] [--eval-users 5000]
         [--users N (smoke only)] [--skip-cornac] [--threads 1]
-    .venv/bin/python benchmarks/bench_rpg_beauty.py --skip-cornac --time-limit-s 3300 [--patience 10]
-        [--lr-plateau-factor 0.5]   # seerec alone: the best validation epoch within an hour
+    .venv/bin/python benchmarks/bench_rpg_beauty.py --skip-cornac --time-limit-s 3540 [--ids collaborative]
+        [--svd-dim 128] [--patience 10] [--lr-plateau-factor 0.5]   # seerec alone: the best epoch within an hour
+    .venv/bin/python benchmarks/bench_rpg_beauty.py --dataset scientific --skip-cornac --time-limit-s 900
 """
 
 from __future__ import annotations
@@ -52,19 +56,30 @@ from recommenders.evaluate import evaluate, evaluate_scores  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "rpg_beauty.json"
+SCIENTIFIC = REPO.parent / "shared" / "data" / "amazon-scientific" / "Scientific.inter.json"
 PUBLISHED_UNMASKED = {"tiger": {"recall@10": 0.0648, "ndcg@10": 0.0384},
                       "rpg": {"recall@10": 0.0809, "ndcg@10": 0.0464},
                       "cornac_rpg_reported": {"recall@10": 0.0789, "ndcg@10": 0.0454}}
 CANDIDATES = 20
 
 
-def item_vectors(split, kind: str, dim: int = 64) -> np.ndarray:
-    """MiniLM text vectors (content), SVD item factors of the training interactions (collaborative), or both
+def dataset(name: str):
+    """A data set's interactions and its items' cached MiniLM text vectors (row i = item index i): Beauty's brand +
+    categories, Scientific's title + description (embedded and cached by bench_semantic_ids.py on first use)."""
+    if name == "beauty":
+        return load_interactions(DATA / "Beauty.txt"), np.load(CACHE)
+    from benchmarks.bench_semantic_ids import texts, vectors
+
+    text = vectors("scientific", texts("scientific"))
+    return load_interactions(SCIENTIFIC, item_universe=[str(i) for i in range(len(text))]), text
+
+
+def item_vectors(split, text: np.ndarray, kind: str, dim: int = 64) -> np.ndarray:
+    """The text vectors (content), SVD item factors of the training interactions (collaborative), or both
     joined with unit rows each (hybrid)."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.linalg import svds
 
-    text = np.load(CACHE)
     if kind == "content":
         return text
     users = np.concatenate([np.full(len(s), u) for u, s in enumerate(split.train)])
@@ -76,11 +91,11 @@ def item_vectors(split, kind: str, dim: int = 64) -> np.ndarray:
     return concat_columns([factors] if kind == "collaborative" else [text, factors], unit_rows=True)
 
 
-def seerec_ids(vectors: np.ndarray, levels: int, codebook: int) -> tuple[np.ndarray, float]:
+def seerec_ids(vectors: np.ndarray, levels: int, codebook: int, name: str = "beauty") -> tuple[np.ndarray, float]:
     """seerec's OPQ IDs plus the append dedup digit, and the seconds the fit took. Cached in benchmarks/.cache
     under a hash of the vectors and settings (a fit takes minutes on a loaded 2-core machine)."""
     key = hashlib.sha1(vectors.tobytes() + f"{levels}x{codebook}".encode()).hexdigest()[:12]
-    path = CACHE.parent / f"beauty-opq-{key}.npz"
+    path = CACHE.parent / f"{name}-opq-{key}.npz"
     if path.is_file():
         cached = np.load(path)
         return cached["ids"], float(cached["seconds"])
@@ -181,6 +196,8 @@ def top_candidates(score_fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["beauty", "scientific"], default="beauty",
+                        help="scientific: the same settings on Amazon Scientific (seerec only, with --skip-cornac)")
     parser.add_argument("--budget-s", type=float, default=420, help="seconds of training steps for each library")
     parser.add_argument("--ids", choices=["content", "collaborative", "hybrid"], default="hybrid")
     parser.add_argument("--svd-dim", type=int, default=64, help="item factors of the collaborative part")
@@ -206,21 +223,23 @@ def main() -> None:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.dataset != "beauty" and not args.skip_cornac:
+        parser.error("the cornac comparison runs on Beauty: add --skip-cornac for --dataset scientific")
     if args.time_limit_s is not None and not args.skip_cornac:
         parser.error("--time-limit-s trains seerec alone: add --skip-cornac (--budget-s is the equal-budget run)")
     torch.set_num_threads(args.threads)
-    data = load_interactions(DATA / "Beauty.txt")
+    data, text = dataset(args.dataset)
     if args.users:
         data.sequences, data.user_ids = data.sequences[:args.users], data.user_ids[:args.users]
     split = leave_one_out(data)
-    vectors = item_vectors(split, args.ids, args.svd_dim)
+    vectors = item_vectors(split, text, args.ids, args.svd_dim)
     assert len(vectors) == split.n_items
-    ids, id_seconds = seerec_ids(vectors, args.levels, args.codebook)
+    ids, id_seconds = seerec_ids(vectors, args.levels, args.codebook, args.dataset)
     test = subset(split.test, args.eval_users)
-    print(f"Beauty: {split.n_users} users, {split.n_items} items; {args.ids} vectors {vectors.shape}; seerec IDs "
-          f"{ids.shape} ({len(np.unique(ids[:, :-1], axis=0))} distinct before dedup) in {id_seconds:.0f}s",
+    print(f"{args.dataset}: {split.n_users} users, {split.n_items} items; {args.ids} vectors {vectors.shape}; "
+          f"seerec IDs {ids.shape} ({len(np.unique(ids[:, :-1], axis=0))} distinct before dedup) in {id_seconds:.0f}s",
           flush=True)
-    payload = {"dataset": "amazon-beauty", "split": "leave-one-out", "users": split.n_users, "device": "cpu",
+    payload = {"dataset": f"amazon-{args.dataset}", "split": "leave-one-out", "users": split.n_users, "device": "cpu",
                "threads": args.threads, "eval_users": len(test), "candidates": CANDIDATES, "item_vectors": args.ids,
                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "skip_cornac")},
                "budget": (f"seerec alone, the best validation epoch within {args.time_limit_s:.0f} s"
