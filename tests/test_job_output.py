@@ -76,7 +76,9 @@ def test_outside_a_terminal_the_writer_logs_progress_lines_instead_of_a_bar(tmp_
 def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
     """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
     that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
-    n_items = 400
+    # Enough items that the job is still running when its first progress line (after 0.5 s) has been read: 400
+    # were all embedded before the interrupt landed on a faster 2-core machine.
+    n_items = 2000
     config = write_config(tmp_path, n_items, write_batch_rows=8)
     assert run_job("ingest", config).returncode == 0
     store = ItemStore(load_config(config).store)
