@@ -79,7 +79,7 @@ def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_
     # Enough items that the job is still running when its first progress line (after 0.5 s) has been read: 400
     # were all embedded before the interrupt landed on a faster 2-core machine.
     n_items = 2000
-    config = write_config(tmp_path, n_items, write_batch_rows=8)
+    config = write_config(tmp_path, n_items, write_batch_rows=64)
     assert run_job("ingest", config).returncode == 0
     store = ItemStore(load_config(config).store)
     out, err = tmp_path / "embed.out", tmp_path / "embed.err"
