@@ -56,7 +56,6 @@ from recommenders.evaluate import evaluate, evaluate_scores  # noqa: E402
 from recommenders.train import build_model, fit  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "rpg_beauty.json"
-SCIENTIFIC = REPO.parent / "shared" / "data" / "amazon-scientific" / "Scientific.inter.json"
 PUBLISHED_UNMASKED = {"tiger": {"recall@10": 0.0648, "ndcg@10": 0.0384},
                       "rpg": {"recall@10": 0.0809, "ndcg@10": 0.0464},
                       "cornac_rpg_reported": {"recall@10": 0.0789, "ndcg@10": 0.0454}}
@@ -64,13 +63,14 @@ CANDIDATES = 20
 
 
 def dataset(name: str):
-    """A data set's interactions and its items' cached MiniLM text vectors (row i = item index i): Beauty's brand +
-    categories, Scientific's title + description (embedded and cached by bench_semantic_ids.py on first use)."""
-    if name == "beauty":
-        return load_interactions(DATA / "Beauty.txt"), np.load(CACHE)
+    """A data set's interactions and its items' MiniLM text vectors (row i = item index i): Beauty's brand +
+    categories, Scientific's title + description (bench_semantic_ids.py's cache, embedded on first use)."""
+    from benchmarks.bench_recommenders_scientific import DATA as SCIENTIFIC
     from benchmarks.bench_semantic_ids import texts, vectors
 
-    text = vectors("scientific", texts("scientific"))
+    text = vectors(name, texts(name))
+    if name == "beauty":
+        return load_interactions(DATA / "Beauty.txt"), text
     return load_interactions(SCIENTIFIC, item_universe=[str(i) for i in range(len(text))]), text
 
 
