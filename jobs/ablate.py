@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,20 @@ from recommenders.registry import model_class
 log = logging.getLogger("seerec.ablate")
 
 
-def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
+@dataclass
+class Plan:
+    """What the driver resolves before training: each split's data, the feature sets, the cells and each cell's
+    config. `run_ablation` trains its cells as Ray tasks; `write_outputs` turns the finished cells into the table."""
+
+    prepared: dict[str, Prepared]
+    feature_sets: list[str]
+    baseline: str
+    notes: list[str]
+    cells: list[ab.Cell]
+    runs: dict[ab.Cell, SeerecConfig]
+
+
+def plan_ablation(cfg: SeerecConfig) -> Plan:
     a = cfg.ablate
     ab.check_models(a.models, a.reference_models)
     store = ItemStore(cfg.store)
@@ -49,16 +63,20 @@ def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
     prepared = {split: prepare_data(_with_split(cfg, split)) for split in a.splits}
     notes = check_feature_sets(store, feature_sets, list(next(iter(prepared.values())).interactions.item_ids))
     cells = ab.grid(cfg, feature_sets)
-    runs = {cell: ab.cell_config(cfg, cell) for cell in cells}
-    pending = [cell for cell in cells if not ab.finished(runs[cell])]
+    return Plan(prepared, feature_sets, baseline, notes, cells, {cell: ab.cell_config(cfg, cell) for cell in cells})
+
+
+def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
+    a = cfg.ablate
+    plan = plan_ablation(cfg)
+    pending = [cell for cell in plan.cells if not ab.finished(plan.runs[cell])]
     log.info("ablation %s: %d cells (%d splits x %d feature sets + ID-only row), %d already finished", a.name,
-             len(cells), len(a.splits), len(feature_sets), len(cells) - len(pending))
-    make_semantic_ids(runs, pending)
+             len(plan.cells), len(a.splits), len(plan.feature_sets), len(plan.cells) - len(pending))
+    make_semantic_ids(plan.runs, pending)
     started = time.perf_counter()
-    train_cells(cfg, [runs[cell] for cell in pending], [cell for cell in pending])
+    train_cells(cfg, [plan.runs[cell] for cell in pending], [cell for cell in pending])
     log.info("trained %d cells in %.0fs", len(pending), time.perf_counter() - started)
-    table = write_outputs(cfg, cells, runs, prepared, feature_sets, baseline, notes)
-    return table
+    return write_outputs(cfg, plan)
 
 
 def store_feature_sets(store: ItemStore) -> list[str]:
@@ -119,13 +137,17 @@ def train_cells(cfg: SeerecConfig, runs: list[SeerecConfig], cells: list[ab.Cell
 
 
 def train_cell(config: dict, cell: ab.Cell) -> float:
-    """A Ray task: train one cell into its run folder, then mark it finished (last, so a kill leaves it pending)."""
+    """A Ray task: `finish_cell` in a worker, with seerec's logging; returns its seconds."""
     setup_logging()
     started = time.perf_counter()
-    run = validate_config(config)
+    finish_cell(validate_config(config), cell)
+    return time.perf_counter() - started
+
+
+def finish_cell(run: SeerecConfig, cell: ab.Cell) -> None:
+    """Train one cell into its run folder, then mark it finished (last, so a kill leaves it pending)."""
     run_train(run)
     ab.mark_finished(run, cell)
-    return time.perf_counter() - started
 
 
 def _with_split(cfg: SeerecConfig, split: str) -> SeerecConfig:
@@ -135,10 +157,10 @@ def _with_split(cfg: SeerecConfig, split: str) -> SeerecConfig:
 
 
 # ---- output ---------------------------------------------------------------------------------------------
-def write_outputs(cfg: SeerecConfig, cells: list[ab.Cell], runs: dict[ab.Cell, SeerecConfig],
-                  prepared: dict[str, Prepared], feature_sets: list[str], baseline: str,
-                  notes: list[str]) -> pd.DataFrame:
+def write_outputs(cfg: SeerecConfig, plan: Plan) -> pd.DataFrame:
     a = cfg.ablate
+    cells, runs, prepared, feature_sets = plan.cells, plan.runs, plan.prepared, plan.feature_sets
+    baseline, notes = plan.baseline, plan.notes
     masking, other = ("masked", "unmasked") if cfg.train.mask_history else ("unmasked", "masked")
     rows, per_user = [], {}
     for cell in cells:

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pandas as pd
 import pytest
@@ -24,10 +25,14 @@ from recommenders.serve import Server
 from tests.explore_store import (
     ATTRIBUTE_TITLE,
     FAILED_ID,
+    HOSTILE_AUDIO_DESCRIPTION,
     HOSTILE_DESCRIPTION,
     OUTSIDE_ID,
     SCRIPT_TITLE,
+    SILENT_ID,
     SYMLINK_ID,
+    TRANSCRIPT,
+    audio_prompt_id,
     build_explore_store,
 )
 from tests.helpers import require_shared
@@ -40,7 +45,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(built):
-    return TestClient(build_app(built.cfg, [built.compare_dir]))
+    return TestClient(build_app(built.cfg, [built.compare_dir, built.ablation_dir]))
 
 
 def store_files(built) -> dict[str, float]:
@@ -84,6 +89,26 @@ def test_item_page_shows_descriptions_errors_semantic_ids_and_neighbours(client,
     assert "<b>description</b> failed for this item: the model ran out of memory" in failed.text
     missing = client.get("/items/no-such-item")
     assert missing.status_code == 404 and "there is no item" in missing.text
+
+
+def test_item_page_shows_the_transcript_and_the_audio_description(client, built):
+    page = client.get(f"/items/{built.video_id}").text
+    transcript = re.search(r'id="text-transcript">(.*?)</div>', page, re.S).group(1)
+    assert f'<p class="body">{TRANSCRIPT}</p>' in transcript
+    assert "model faster-whisper:large-v3:transcribe:detect" in transcript and "· language en ·" in transcript
+    assert 'class="text transcript"' in page and 'class="text description" id="text-audio_description"' in page
+    sound = re.search(r'id="text-audio_description">(.*?)</div>', page, re.S).group(1)
+    assert HOSTILE_AUDIO_DESCRIPTION not in page and "window.__pwned = 5</script>" not in page
+    assert ('<p class="body">&lt;script&gt;window.__pwned = 5&lt;/script&gt;waves&#34;&gt;&lt;img src=x '
+            'onerror=&#34;window.__pwned = 6&#34;&gt;</p>') in sound
+    assert f"model Qwen/Qwen2-Audio-7B-Instruct · prompt {audio_prompt_id(built.cfg)} ·" in sound
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/explore.js" defer>']
+    silent = client.get(f"/items/{SILENT_ID}").text
+    assert "<b>transcript</b> was skipped: no audio stream" in silent
+    assert "<b>audio_description</b> was skipped: no audio stream" in silent
+    assert silent.count("none: skipped (no audio stream)") == 2
+    image = client.get(f"/items/{built.hostile_ids[0]}").text  # an image: neither stage wrote to it
+    assert re.search(r'id="text-transcript">\s*<h3>transcript</h3>\s*<p class="note">not written yet', image)
 
 
 def test_every_text_is_escaped(client, built):
@@ -241,17 +266,48 @@ def test_a_run_folder_without_trained_items_still_serves_with_a_note(built, tmp_
     assert "score " in page.text and "· never in training" not in page.text
 
 
+def run_section(page: str, name: str) -> str:
+    return re.search(rf'<section class="run"><h2>{name}</h2>(.*?)</section>', page, re.S).group(1)
+
+
 def test_runs_page_tables_and_plots(client):
     page = client.get("/runs")
     assert page.status_code == 200
-    assert "<th>valid_ndcg@10</th>" in page.text and "<td>sasrec</td>" in page.text
-    assert "history masked" in page.text and "test_unmasked.ndcg@10" in page.text
-    plots = re.findall(r'<img src="(/plot\?[^"]+)"', page.text)
+    compare = run_section(page.text, "compare")
+    assert "<th>valid_ndcg@10</th>" in compare and "<td>sasrec</td>" in compare
+    assert "history masked" in compare and "test_unmasked.ndcg@10" in compare
+    plots = re.findall(r'<img src="(/plot\?[^"]+)"', compare)
     assert len(plots) == 4  # compare.png and each run's curve.png
     png = client.get(plots[0].replace("&amp;", "&"))
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/plot", params={"run": "compare", "file": "../compare.md"}).status_code == 404
     assert client.get("/plot", params={"run": "compare", "file": "sasrec/model.json"}).status_code == 404
+
+
+def test_an_ablation_folder_shows_its_table_plot_and_cell_runs(client, built):
+    section = run_section(client.get("/runs").text, "ablation")
+    assert "<h3>ablation.md</h3>" in section
+    assert "<tr><th>features</th><th>content_knn</th><th>popularity</th></tr>" in section
+    cells = pd.read_csv(built.ablation_dir / "ablation.csv").set_index("model")
+    ids = cells.loc["popularity"]
+    assert f"<td>ID only</td><td>-</td><td>{ids['masked_recall@10']:.4f} / {ids['masked_ndcg@10']:.4f}</td>" in section
+    assert re.search(r"<td>text_vec</td><td>\d\.\d{4} / \d\.\d{4}</td><td>-</td>", section)
+    cell_runs = ["leave-one-out/ids/popularity", "leave-one-out/text_vec/content_knn"]  # three levels down
+    assert re.findall(r"<summary>metrics.json of ([^<]+)</summary>", section) == cell_runs
+    plots = [p.replace("&amp;", "&") for p in re.findall(r'<img src="(/plot\?[^"]+)"', section)]
+    assert plots == ["/plot?run=ablation&file=ablation.png",
+                     *(f"/plot?run=ablation&file={quote_plus(r + '/curve.png')}" for r in cell_runs)]
+    png = client.get(plots[0])
+    assert png.content == (built.ablation_dir / "ablation.png").read_bytes() and png.content[:4] == b"\x89PNG"
+    # The cells are runs of the user pages too, served as `seerec recommend` serves them.
+    listing = client.get("/users").text
+    assert all(f'<option value="ablation/{r}"' in listing for r in cell_runs)
+    run = f"ablation/{cell_runs[1]}"
+    assert client.get("/users", params={"run": run}).status_code == 200
+    page = client.get("/recommend", params={"run": run, "items": built.video_id}).text
+    shown = re.findall(r'href="/items/([^"]+)"', re.search(r'id="recommended">(.*?)</div>', page, re.S).group(1))
+    expected = Server.from_run(built.ablation_dir / cell_runs[1]).for_history([built.video_id], 20).to_pylist()
+    assert shown == [r["item_id"] for r in expected if r["note"] is None] and shown
 
 
 def test_stages_page_counts_and_versions(client, built):

@@ -122,6 +122,8 @@ def test_catalog_search_item_video_and_user(server, browser, tmp_path):
     browser.execute_script("const p = document.getElementById('player'); p.currentTime = p.duration / 2;")
     wait_for(lambda: browser.execute_script("return document.getElementById('player').seekable.length") > 0)
     assert not_blank(browser, tmp_path / "item.png") > 5
+    assert "window.__pwned = 6" in browser.find_element(By.ID, "text-audio_description").text  # shown as text
+    assert nothing_ran(browser)
 
     browser.get(f"{url}/items/{built.hostile_ids[0]}")
     assert browser.find_element(By.ID, "title").text == "<script>window.__pwned = 1</script>"

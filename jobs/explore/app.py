@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from extractors.search import text_query_encoder
 from jobs.explore.media import MediaRefused, RangeNotSatisfiable, byte_ranges, open_media
-from jobs.explore.runs import RunError, RunView, read_run_folder
+from jobs.explore.runs import RunError, RunView, read_run_folder, run_folders
 from jobs.explore.thumbs import Thumbnails
 from pipeline.config import SeerecConfig
 from pipeline.errors import SeerecError
@@ -139,14 +139,10 @@ class Explorer:
         return self._servers[run]
 
     def model_runs(self) -> dict[str, Path]:
-        """Every run folder holding a model: the --run folders and the entries of comparison folders."""
-        found = {}
-        for name, path in self.runs.items():
-            if (path / "model.json").is_file():
-                found[name] = path
-            for entry in sorted(path.glob("*/model.json")):
-                found[f"{name}/{entry.parent.name}"] = entry.parent
-        return found
+        """Every run folder holding a model, named `<--run name>/<path inside it>`: a --run folder that is one
+        run, and the runs of comparison and ablation folders (e.g. `ablation/leave-one-out/ids/popularity`)."""
+        return {name if inner == "." else f"{name}/{inner}": folder
+                for name, path in self.runs.items() for inner, folder in run_folders(path, "model.json").items()}
 
     def semantic_ids(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(item ids, codes padded with -1) of a semantic-ID column, read once per table version."""

@@ -1,8 +1,9 @@
 """What the explorer reads from run folders for the runs page: metrics, comparison tables and plots.
 
-A `--run` folder is either one training run (it holds `model.json`) or a comparison/ablation folder (it holds
-`*.md` tables and one run folder per entry). The user pages serve a run's model through
-`recommenders.serve.Server`, as `seerec recommend` does.
+A `--run` folder is one training run (it holds `model.json`), a comparison folder (`*.md` tables and one run
+folder per model) or an ablation folder (`ablation.md` and one run folder per cell, three levels down at
+`<split>/<feature set>/<model>`); `run_folders` finds the runs at any depth. The user pages serve a run's model
+through `recommenders.serve.Server`, as `seerec recommend` does.
 """
 
 from __future__ import annotations
@@ -38,15 +39,22 @@ class RunView:
     plots: list[str] = field(default_factory=list)  # PNG files, relative to the folder
 
 
+def run_folders(path: Path, marker: str = "metrics.json") -> dict[str, Path]:
+    """The run folders at or below `path` that hold `marker`, by their path relative to it ("." for `path`
+    itself), shallowest first: one run, a comparison's runs one level down, an ablation's cells three down."""
+    return {(folder := found.parent).relative_to(path).as_posix(): folder
+            for found in sorted(path.rglob(marker), key=lambda p: (len(p.parts), p)) if found.is_file()}
+
+
 def read_run_folder(path: Path) -> RunView:
     view = RunView(path.name, path)
     for md in sorted(path.glob("*.md")):
         view.tables[md.name] = markdown_tables(md.read_text(), view.notes)
-    for metrics in sorted([path / "metrics.json", *path.glob("*/metrics.json")]):
-        if metrics.is_file():
-            name = str(metrics.parent.relative_to(path)) if metrics.parent != path else "."
-            view.metrics[name] = flat_metrics(json.loads(metrics.read_text()))
-    view.plots = sorted(str(p.relative_to(path)) for p in [*path.glob("*.png"), *path.glob("*/*.png")])
+    runs = run_folders(path)
+    view.metrics = {name: flat_metrics(json.loads((folder / "metrics.json").read_text()))
+                    for name, folder in runs.items()}
+    view.plots = sorted(p.relative_to(path).as_posix()
+                        for folder in {path, *runs.values()} for p in folder.glob("*.png"))
     return view
 
 
