@@ -8,7 +8,10 @@ test_media, test_submit, test_explore, ...); these are the ones the CLI answers 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +112,7 @@ CASES = [
     ("`seerec search -k 0 …` (or a negative k; `ItemStore.search_vector` with k=0 raises `a search returns at least "
      "1 item, not k=0`)", ["search", "-k", "0", "--text", "x"], None),
     ("`--host 0.0.0.0` without `--token` or `SEEREC_EXPLORE_TOKEN`", ["explore", "--host", "0.0.0.0"], None),
-    ("`seerec store info store.uri=/nope/x` (no store there; also `search`, `train`)",
+    ("`seerec store info store.uri=/nope/x` (no store there; also `search`)",
      ["store", "info", "store.uri=/nope/x"], None),
     ("`seerec ingest store.uri=items.csv` (a file)", ["ingest", "--path", "m.csv", "store.uri=items.csv"],
      "items.csv"),
@@ -139,3 +142,27 @@ def test_the_page_shows_what_seerec_says(here, bad_input, args, setup):
     assert_says(result.stderr, message)
     assert "Traceback" not in result.output
 
+
+
+SEEREC = str(Path(sys.executable).with_name("seerec"))
+
+
+@pytest.mark.parametrize("model", ["popularity", "two_tower"])
+def test_train_on_a_missing_store_creates_no_folder_and_says_what_the_page_says(here, model):
+    """Reading never creates: an ID-only model trains over the interactions' items with a warning, a features
+    model stops with one sentence; neither leaves a store folder (a typo in store.uri would otherwise become an
+    empty store that later runs take for the real one)."""
+    rows = {"popularity": ("`seerec train --model popularity store.uri=/nope/x` (no store there; any model that "
+                           "reads only item IDs)", 0, []),
+            "two_tower": ("`seerec train --model two_tower train.features=[text_vec] store.uri=/nope/x` (no store "
+                          "there)", 2, ["train.features=[text_vec]"])}
+    bad_input, code, extra = rows[model]
+    message, exit_cell = documented(bad_input)
+    (here / "Beauty.txt").write_text("".join(f"{u} {' '.join(str(1 + (u + i) % 7) for i in range(5))}\n"
+                                             for u in range(1, 13)))
+    wide = {**os.environ, "COLUMNS": "400"}  # log lines unwrapped
+    result = subprocess.run([SEEREC, "train", "--model", model, "--data", "Beauty.txt", *extra, "store.uri=nope/x",
+                             "train.epochs=1"], capture_output=True, text=True, cwd=here, env=wide, timeout=600)
+    assert result.returncode == code and exit_cell.startswith("exit 2" if code else "accepted"), result.stderr
+    assert_says(result.stdout + result.stderr, message.replace("/nope/x", "nope/x"))
+    assert not (here / "nope").exists() and "Traceback" not in result.stdout + result.stderr
