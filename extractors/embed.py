@@ -59,8 +59,9 @@ def text_model_path(name: str) -> str:
 
 
 def text_model_id(cfg: TextEmbedConfig) -> str:
-    """What `<column>_model` records: a name `SentenceTransformer(...)` loads (the hub id, or for a local folder
-    `<path>#fp:<digest>`, whose part before `#` is the path)."""
+    """What `<column>_model` records: a name `SentenceTransformer(...)` loads (the hub id, with `@<commit>` of its
+    cached snapshot when there is one, to pass as `revision=`; or for a local folder `<path>#fp:<digest>`, whose
+    part before `#` is the path)."""
     return DEFAULT_TEXT_HUB_ID if cfg.model == DEFAULT_TEXT_MODEL else model_identity(cfg.model)
 
 

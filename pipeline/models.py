@@ -3,7 +3,8 @@ a check on the driver that the model can be loaded, made before Ray starts.
 
 A local folder is recorded as its resolved path plus a fingerprint of its contents, so `./models/x` and
 `/abs/models/x` are the same model, and a copy of the folder elsewhere (a cluster node with another
-working directory) is recognised by its fingerprint. A hub id is recorded as written.
+working directory) is recognised by its fingerprint. A hub id is recorded with the commit of its locally cached
+snapshot (`org/name@<commit>`, what a loader loads offline), or as written when no copy is cached.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pipeline.errors import SeerecError
 # Files up to this size are hashed (configs, tokenizers); larger ones (weights) count by name and size.
 HASHED_FILE_BYTES = 1 << 20
 FINGERPRINT = re.compile(r"#fp:[0-9a-f]{16}")
+REVISION = re.compile(r"@[0-9a-f]{40}(?![0-9a-f])")  # a hub commit after its repo id
+HUB_ID = re.compile(r"[\w][\w.-]*/[\w][\w.-]*")
 # `local-dir:<path>` names a folder; `package:<module>` a folder shipped inside an installed Python package.
 LOCAL_PREFIX = "local-dir:"
 PACKAGE_PREFIX = "package:"
@@ -89,13 +92,27 @@ def fingerprint(folder: Path) -> str:
     return f"fp:{digest.hexdigest()[:16]}"
 
 
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of the cached snapshot of a hub repo's default branch (found through its config.json, which the
+    hub models seerec loads all have), or None when none is cached. Never goes online."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id after all (e.g. `a--b/c`): recorded as written
+        return None
+    return Path(path).parent.name if isinstance(path, str) else None
+
+
 def model_identity(ref: str) -> str:
     """What a stage records for a model: `<resolved path>#fp:<digest>` for a local folder (also written as
-    `local-dir:<path>`, which keeps its prefix), else the reference as written (a hub id, a size name, a package)."""
+    `local-dir:<path>`, which keeps its prefix); `<hub id>@<commit>` for a hub id with a cached snapshot; else the
+    reference as written (a hub id not cached here, a size name, a package)."""
     if ref.startswith(LOCAL_PREFIX):
         return LOCAL_PREFIX + model_identity(str(Path(ref.removeprefix(LOCAL_PREFIX)).expanduser().resolve()))
     if not looks_local(ref):
-        return ref
+        revision = hub_revision(ref) if HUB_ID.fullmatch(ref) else None
+        return f"{ref}@{revision}" if revision else ref
     path = Path(ref).expanduser().resolve()
     return f"{path}#{fingerprint(path)}" if path.is_dir() else str(path)
 
@@ -103,11 +120,15 @@ def model_identity(ref: str) -> str:
 def same_model(recorded: str, identity: str) -> bool:
     """Whether a recorded model id names the model of `identity` (this run's `model_identity`-based id).
 
-    Besides equal ids: the same fingerprint under another path (another machine or working directory), and
-    an id recorded before fingerprints existed, as the raw spelling of a path that resolves to this folder.
+    Besides equal ids: the same fingerprint under another path (another machine or working directory); an id
+    recorded before fingerprints existed, as the raw spelling of a path that resolves to this folder; and a hub id
+    with a revision on one side only (recorded before revisions were, or by a run where no snapshot was cached).
+    Two different revisions of a hub model are two models.
     """
     if recorded == identity:
         return True
+    if bool(REVISION.search(recorded)) != bool(REVISION.search(identity)):
+        return REVISION.sub("", recorded) == REVISION.sub("", identity)
     mark = FINGERPRINT.search(identity)
     if mark is None:
         return False

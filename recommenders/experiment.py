@@ -56,7 +56,10 @@ def prepare_data(cfg: SeerecConfig) -> Prepared:
         if store.exists():
             universe = store.scan([KEY])[KEY].to_pylist()
         else:
-            log.info("no item table at %s: ranking over the items of the interactions only", cfg.store.uri)
+            # Not an error: an ID-only model needs no store (nothing is read or created); a model that reads
+            # features, semantic IDs or exports to the store stops with its own sentence when it gets there.
+            log.warning("no item store at %s: ranking over the items of the interactions only (set "
+                        "train.data.join_store=false to train without a store)", cfg.store.uri)
     interactions = load_interactions(dcfg.path, dcfg.format, universe, dcfg.min_user_interactions, dcfg.short_users)
     split = make_split(interactions, dcfg.split, dcfg.valid_at, dcfg.test_at, dcfg.cold_items, dcfg.seed)
     if split.n_train == 0:

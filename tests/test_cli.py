@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.store import ItemStore
 from tests.helpers import REPO
@@ -50,10 +51,17 @@ def test_bad_config_is_one_sentence_and_exit_2(tmp_path):
         assert "Traceback" not in message
 
 
-def test_config_command_prints_resolved_yaml():
-    result = run(SEEREC, "config", "embed.text.items_per_batch=64", "store.uri=s3://bucket/seerec")
+def test_config_command_prints_resolved_yaml(tmp_path):
+    """The YAML opens with a comment naming the folder relative paths resolve against (where seerec runs, not
+    the config file's folder), so a user reading `./store` knows which one it is."""
+    result = run(SEEREC, "config", "embed.text.items_per_batch=64", "store.uri=s3://bucket/seerec", cwd=tmp_path)
     assert result.returncode == 0
     assert "items_per_batch: 64" in result.stdout and "uri: s3://bucket/seerec" in result.stdout
+    comment = " ".join(line.removeprefix("# ") for line in result.stdout.splitlines() if line.startswith("#"))
+    assert comment.startswith("Relative paths (store.uri, ingest.path, media.roots, model folders")
+    assert comment.endswith("resolve against the directory seerec runs in, not the config file's folder: "
+                            f"{tmp_path.resolve()}")
+    assert yaml.safe_load(result.stdout)["store"]["uri"] == "s3://bucket/seerec"  # still YAML as printed
 
 
 def test_missing_store_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
-"""What a local job prints when nobody watches a terminal, and how it ends on Ctrl-C: real `python -m jobs.embed`
-processes with stdout and stderr piped, on a small text catalog and the packaged MiniLM encoder."""
+"""What a local job prints when nobody watches a terminal, and how it ends on Ctrl-C or SIGTERM: real
+`python -m jobs.embed` processes with stdout and stderr piped, on a small text catalog and the packaged MiniLM
+encoder."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pipeline.runtime import FamilyWriter
 from pipeline.schema import vector_family
 from pipeline.store import ItemStore
 from tests.test_store import catalog_rows, family_rows, random_vectors
+from tests.test_troubleshooting import documented
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
@@ -72,49 +74,80 @@ def test_outside_a_terminal_the_writer_logs_progress_lines_instead_of_a_bar(tmp_
     assert all(re.search(r", [\d.]+ items/s$", line) for line in lines)
 
 
-@pytest.mark.slow
-def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
-    """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
-    that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
-    # Enough items that the job is still running when its first progress line (after 0.5 s) has been read: 400
-    # were all embedded before the interrupt landed on a faster 2-core machine.
-    n_items = 2000
-    config = write_config(tmp_path, n_items, write_batch_rows=64)
+# Enough items that the job is still running when its first progress line (after 0.5 s) has been read: 400 were
+# all embedded before the interrupt landed on a faster 2-core machine.
+N_ITEMS = 2000
+
+
+def interrupt_mid_stage(tmp_path: Path, config: Path, sig: signal.Signals, cli: bool) -> tuple[int, str, int]:
+    """Start `embed`, send `sig` once its first progress line is out (results are reaching the driver), and
+    return the exit code, its stderr and how many distinct items the interrupted run staged."""
     assert run_job("ingest", config).returncode == 0
-    store = ItemStore(load_config(config).store)
     out, err = tmp_path / "embed.out", tmp_path / "embed.err"
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = job("embed", config, stdout, stderr, cli=True)
+        process = job("embed", config, stdout, stderr, cli=cli)
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while "embed-text: " not in out.read_text():  # results are reaching the driver
+        while "embed-text: " not in out.read_text():
             assert process.poll() is None, err.read_text()[-3000:]
             assert time.monotonic() < deadline, "the stage never got going"
             time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         code = process.wait(timeout=TIMEOUT_S)
     finally:
         if process.poll() is None:
             process.kill()
-    lines = err.read_text().strip().splitlines()
-    assert code == 130 and lines[-1] == f"interrupted: {RESUME_HINT}", err.read_text()[-3000:]
-    assert "Traceback" not in err.read_text() and not RAY_WARNING.search(err.read_text()), err.read_text()[-3000:]
-    staged = store.staging_tables("text_vec")
+    store = ItemStore(load_config(config).store)
     # Distinct items: an interrupt just after an append committed stages that flush twice (merged once).
-    kept = len({i for name in staged for i in store.db.open_table(name).to_arrow()["item_id"].to_pylist()})
-    assert 0 < kept < n_items, "the interrupt came too early or too late to test a resume"
+    kept = len({i for name in store.staging_tables("text_vec")
+                for i in store.db.open_table(name).to_arrow()["item_id"].to_pylist()})
+    assert 0 < kept < N_ITEMS, "the interrupt came too early or too late to test a resume"
+    return code, err.read_text(), kept
 
+
+def rerun_resumes(config: Path, kept: int) -> subprocess.CompletedProcess:
+    """Re-run the job: it skips the `kept` items, embeds the rest, and leaves every item with one vector."""
     rerun = run_job("embed", config)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = " ".join(rerun.stdout.split())  # log lines wrap outside a terminal
-    assert f"{n_items} items, {kept} skipped as already done, {n_items - kept} done, 0 failed" in summary, summary
+    assert f"{N_ITEMS} items, {kept} skipped as already done, {N_ITEMS - kept} done, 0 failed" in summary, summary
+    store = ItemStore(load_config(config).store)
+    rows = store.scan(["item_id", "text_vec"])
+    assert rows.num_rows == N_ITEMS and pc.count_distinct(rows["item_id"]).as_py() == N_ITEMS
+    assert rows["text_vec"].null_count == 0 and store.staging_tables("text_vec") == []
+    return rerun
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
+    """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
+    that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
+    config = write_config(tmp_path, N_ITEMS, write_batch_rows=64)
+    code, err, kept = interrupt_mid_stage(tmp_path, config, signal.SIGINT, cli=True)
+    lines = err.strip().splitlines()
+    assert code == 130 and lines[-1] == f"interrupted: {RESUME_HINT}", err[-3000:]
+    assert "Traceback" not in err and not RAY_WARNING.search(err), err[-3000:]
+
+    rerun = rerun_resumes(config, kept)
     printed = rerun.stdout + rerun.stderr
     assert "\r" not in printed  # no bar, ours, Ray Data's or a worker's, redraws itself inside the log
     assert not RAY_WARNING.search(printed), printed[-3000:]
     for text in ("Token authentication", "constructor arguments", "Progress bars disabled", "deprecated"):
         assert text not in printed, printed[-3000:]
-    progress = re.findall(rf"embed-text: ([\d,]+)/{n_items - kept:,} items, (\d+) failed, [\d.]+ items/s", rerun.stdout)
+    progress = re.findall(rf"embed-text: ([\d,]+)/{N_ITEMS - kept:,} items, (\d+) failed, [\d.]+ items/s", rerun.stdout)
     assert progress and all(failed == "0" for _, failed in progress), rerun.stdout
-    rows = store.scan(["item_id", "text_vec"])
-    assert rows.num_rows == n_items and pc.count_distinct(rows["item_id"]).as_py() == n_items
-    assert rows["text_vec"].null_count == 0 and store.staging_tables("text_vec") == []
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stage_is_one_line_exit_143_and_a_rerun_resumes(tmp_path):
+    """SIGTERM (`timeout`, a scheduler stopping `python -m jobs.embed`, as `ray job submit` runs it) ends like
+    Ctrl-C, with the resume line, but exit 143 (128 + 15), the code a scheduler reads as "terminated"."""
+    ctrl_c, _ = documented("Ctrl-C (SIGINT) while a stage runs (`seerec embed`, `python -m jobs.embed`, …)")
+    message, exit_cell = documented("SIGTERM (`timeout 600 seerec embed …`, a scheduler stopping the job)")
+    assert ctrl_c.split("`")[0] == f"interrupted: {RESUME_HINT}" and message == "the same line"  # the page says it
+    config = write_config(tmp_path, N_ITEMS, write_batch_rows=64)
+    code, err, kept = interrupt_mid_stage(tmp_path, config, signal.SIGTERM, cli=False)
+    assert code == 143 and exit_cell.startswith("143 "), err[-3000:]
+    assert err.strip().splitlines()[-1] == f"interrupted: {RESUME_HINT}", err[-3000:]
+    assert err.count("interrupted") == 1 and "Traceback" not in err, err[-3000:]
+    rerun_resumes(config, kept)

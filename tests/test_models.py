@@ -32,6 +32,34 @@ def test_every_spelling_of_a_folder_is_one_identity(model_dir):
     assert model_identity("Qwen/Qwen2.5-VL-3B-Instruct") == "Qwen/Qwen2.5-VL-3B-Instruct"
 
 
+def cache_snapshot(cache: Path, repo_id: str, commit: str) -> None:
+    """Lay out a hub repo's snapshot as huggingface_hub's cache does (refs/main names the commit)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_id_records_its_cached_revision_and_old_records_still_match(tmp_path, monkeypatch):
+    """A hub id is recorded with the commit a loader would load offline; an id recorded without one (an earlier
+    seerec, or a run with nothing cached) is the same model, so a store's items are not redone."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo, old, new = "Qwen/Qwen2.5-VL-3B-Instruct", "a" * 40, "b" * 40
+    assert model_identity(repo) == repo  # not cached: recorded as written
+    cache_snapshot(tmp_path, repo, old)
+    identity = model_identity(repo)
+    assert identity == f"{repo}@{old}"
+    assert same_model(repo, identity) and same_model(identity, repo)
+    assert same_model(f"faster-whisper:{repo}:transcribe:detect", f"faster-whisper:{identity}:transcribe:detect")
+    assert not same_model("Qwen/Qwen2.5-VL-7B-Instruct", identity)
+    cache_snapshot(tmp_path, repo, new)  # the hub's main moved on and was fetched: another model
+    assert model_identity(repo) == f"{repo}@{new}" and not same_model(identity, model_identity(repo))
+    assert model_identity("tiny.en") == "tiny.en" and model_identity("a--b/c") == "a--b/c"
+
+
 def test_a_copy_matches_by_fingerprint_and_a_changed_folder_does_not(model_dir, tmp_path):
     copy = shutil.copytree(model_dir, tmp_path / "elsewhere" / "x")
     here = f"sentence-transformers:{model_identity(str(model_dir))}"
