@@ -117,3 +117,36 @@ def test_the_lancedb_example_of_the_stores_page_runs_on_a_store(tmp_path, monkey
     hits = scope["hits"]
     assert list(hits.columns) == ["item_id", "title", "_distance"] and len(hits) == 4
     assert hits["item_id"].iloc[0] == "syn-0001" and abs(hits["_distance"].iloc[0]) < 1e-5  # itself, cosine 0
+
+
+def test_the_seerec_search_example_of_the_stores_page_runs_on_a_store(tmp_path, monkeypatch):
+    """The page's Python search, run as written on a store whose `text_vec` the config's encoder filled."""
+    import pyarrow as pa
+
+    from extractors.embed import TextEmbedder, text_model_id
+    from pipeline.config import load_config
+    from pipeline.schema import catalog_schema, vector_family
+    from pipeline.store import ItemStore
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo-out").mkdir()
+    (tmp_path / "demo-out" / "config.yaml").write_text("store:\n  uri: demo-out/store\n")
+    cfg = load_config("demo-out/config.yaml")
+    store = ItemStore(cfg.store)
+    store.create_if_missing()
+    titles = ["calm blue ocean waves", "ocean surf at dawn", "city traffic at night", "a cat asleep"]
+    ids = [f"syn-{i:04d}" for i in range(len(titles))]
+    store.upsert(pa.Table.from_pylist([{"item_id": i, "media_type": "video" if n % 3 else "image", "title": t}
+                                       for n, (i, t) in enumerate(zip(ids, titles, strict=True))],
+                                      schema=catalog_schema()))
+    vectors = TextEmbedder(cfg.embed.text).encode(titles)
+    family = vector_family("text_vec", vectors.shape[1])
+    store.write_family(family, family.rows(pa.array(ids), pa.array(list(vectors), family.value.type),
+                                           text_model_id(cfg.embed.text), [None] * len(ids), source="{title}"))
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "stores.md").read_text(), re.S)
+    [example] = [block for block in blocks if "text_query_vector" in block]
+    scope: dict = {}
+    exec(example, scope)
+    hits = scope["hits"].to_pylist()
+    assert [h["item_id"] for h in hits][:2] == ["syn-0001", "syn-0002"]  # the videos, the surf one nearest
+    assert all(h["media_type"] == "video" for h in hits)
