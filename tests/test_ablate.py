@@ -7,6 +7,7 @@ plus noise) for every item and noise_vec (pure noise) for 50 of them, and a dura
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,12 +16,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
+from jobs import cli
 from jobs.ablate import main as job_main
 from jobs.ablate import run_ablation
 from jobs.cli import app
-from pipeline.config import StoreConfig, validate_config
+from pipeline.config import ConfigError, StoreConfig, validate_config
 from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vector_type
 from pipeline.store import ItemStore
 from recommenders import ablation as ab
@@ -123,14 +126,26 @@ def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_lo
     assert retrained == {"cold-start/text_vec/two_tower", "leave-one-out/text_vec/content_knn"}
 
 
-def test_cli_prints_the_table_and_bad_input_is_one_sentence(tmp_path, capsys, ray_local):
+def test_cli_prints_the_table_and_bad_input_is_one_sentence(tmp_path, capsys, monkeypatch, ray_local):
+    """The cells print as `seerec compare` prints its runs (key columns only when wider than the terminal); the
+    gains are over the ID-only row here (ablate.baseline: ids)."""
     cfg = ablation_config(tmp_path, splits=["leave-one-out"], feature_sets=["text_vec"], models=["content_knn"],
-                          reference_models=[])
+                          reference_models=["popularity"], baseline=ab.ID_ROW)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    result = CliRunner().invoke(app, ["ablate", "-c", str(config)])  # one content_knn cell, as a Ray task
-    assert result.exit_code == 0, result.output
-    assert "| text_vec |" in result.output and "content_knn" in result.output
+    for width, wide in ((400, True), (120, False)):  # the second run trains nothing: both cells are finished
+        console = Console(width=width, record=True, file=open(tmp_path / f"out{width}.txt", "w"))  # noqa: SIM115
+        monkeypatch.setattr(cli, "console", console)
+        result = CliRunner().invoke(app, ["ablate", "-c", str(config)])  # content_knn and popularity, as Ray tasks
+        assert result.exit_code == 0, result.output
+        text = console.export_text()
+        assert "content_knn" in text and "popularity" in text and "gain_ndcg@10" in text
+        assert ("p_value" in text) is wide and ("every column is in" in text) is not wide
+    report = json.loads((tmp_path / "runs" / "abl" / "ablation.json").read_text())
+    assert "gain over the ID-only row's popularity cell" in report["caption"]
+    knn, pop = (next(c for c in report["cells"] if c["model"] == m) for m in ("content_knn", "popularity"))
+    assert knn["gain_ndcg@10"] == pytest.approx((knn["masked_ndcg@10"] - pop["masked_ndcg@10"]) / pop["masked_ndcg@10"])
+    assert pop["gain_ndcg@10"] is None  # the baseline row has none
     for override, message in [
         ("ablate.feature_sets=[clip_vec]", "error: the store has no feature column 'clip_vec'; its vector columns "
                                            "are: text_vec, noise_vec"),
@@ -166,6 +181,20 @@ def test_paired_t_test_and_gains_on_known_input():
     assert better["gain_ndcg@10"] == pytest.approx(4.0)  # 5/6 over 1/6
     assert better["p_value"] == pytest.approx(ab.paired_t_test([1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0])["p"])
     assert better["p_value"] == pytest.approx(0.0250, abs=1e-4) and bool(better["significant"])
+    # the ID-only row as the baseline: each feature set's cell against the ID-only cell of the model named
+    rows.append({"split": "s", "feature_set": ab.ID_ROW, "model": "pop", "masked_recall@10": 2 / 6,
+                 "masked_ndcg@10": 2 / 6, "run": "s/ids/pop"})
+    per_user["s/ids/pop"] = pd.DataFrame({"user_id": list("abcdef"), "rank": [0, 0, 20, 20, 20, 20]})
+    gains = ab.add_gains(pd.DataFrame(rows), per_user, ab.ID_ROW, "masked", 0.05, "pop").set_index("feature_set")
+    assert gains.at["better", "gain_ndcg@10"] == pytest.approx(1.5)  # 5/6 over 2/6
+    assert gains.at["base", "gain_ndcg@10"] == pytest.approx(-0.5)  # 1/6 over 2/6
+    assert np.isnan(gains.at[ab.ID_ROW, "gain_ndcg@10"])
+    assert validate_config({"ablate": {"baseline": "ids"}}).ablate.baseline_cell_model == "popularity"
+    for settings, message in [({"baseline": "ids", "reference_models": []}, "needs ablate.reference_models"),
+                              ({"baseline": "ids", "baseline_model": "tiger"}, "is not one of ablate.reference_models"),
+                              ({"baseline_model": "sasrec"}, "applies to ablate.baseline 'ids' (the ID-only row)")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config({"ablate": settings})
 
 
 def test_feature_sets_default_to_the_store_vector_columns(tmp_path):
