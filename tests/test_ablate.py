@@ -1,4 +1,5 @@
-"""`seerec ablate`: the grid on a real small store with real Ray, resume, gains and the paired test, bad input.
+"""`seerec ablate`: the grid on a real small store with real Ray, resume (also after a real SIGKILL), gains and
+the paired test, bad input.
 
 The store holds the 60 topic items of tests/test_recommenders.py with two vector columns: text_vec (topic
 plus noise) for every item and noise_vec (pure noise) for 50 of them, and a duration in the metadata of 55.
@@ -7,7 +8,12 @@ plus noise) for every item and noise_vec (pure noise) for 50 of them, and a dura
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,14 +29,16 @@ from jobs import cli
 from jobs.ablate import main as job_main
 from jobs.ablate import run_ablation
 from jobs.cli import app
-from pipeline.config import ConfigError, StoreConfig, validate_config
+from pipeline.config import AblateConfig, ConfigError, StoreConfig, validate_config
 from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vector_type
 from pipeline.store import ItemStore
 from recommenders import ablation as ab
 from recommenders.data import RecommenderError
+from tests.helpers import REPO, kill_process_group
 from tests.test_recommenders import FAST, N_ITEMS, synthetic_frame, topic_vectors
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
+TINY_SASREC = {"hidden": 16, "layers": 1, "heads": 1, "max_len": 10}
 
 
 def write_vectors(store: ItemStore, column: str, ids: list[str], vectors: np.ndarray) -> None:
@@ -58,12 +66,12 @@ def ablation_config(tmp_path: Path, **ablate):
         "quantize": {"codebook_size": 4, "kmeans_iters": 5},
         "train": {"epochs": 2, "runs_dir": str(tmp_path / "runs"), **FAST,
                   "data": {"path": str(tmp_path / "interactions.csv")},
-                  "two_tower": {"dim": 16, "hidden": 32},
+                  "two_tower": {"dim": 16, "hidden": 32}, "sasrec": TINY_SASREC, "sasrec_content": TINY_SASREC,
+                  "lightgcn": {"dim": 16, "layers": 1},
                   "tiger": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "heads": 2, "ff": 32,
                             "user_buckets": 0, "beam_size": 10, "max_items": 5}},
         "ablate": {"name": "abl", "splits": ["leave-one-out", "cold-start"],
-                   "feature_sets": ["text_vec", "text_vec+noise_vec"], "models": ["content_knn", "two_tower", "tiger"],
-                   "reference_models": ["popularity"], **ablate}})
+                   "feature_sets": ["text_vec", "text_vec+noise_vec"], **ablate}})  # the default models
 
 
 def metrics_times(out: Path) -> dict[str, float]:
@@ -71,12 +79,16 @@ def metrics_times(out: Path) -> dict[str, float]:
 
 
 def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_local):
+    """Every model of the default grid runs as a cell (tiny), so a cell type that breaks fails here."""
     cfg = ablation_config(tmp_path)
     table = run_ablation(cfg)
     out = tmp_path / "runs" / "abl"
-    # 2 splits x (popularity on the ID row + 2 feature sets x 3 models)
-    assert len(table) == 14 and set(table.split) == {"leave-one-out", "cold-start"}
-    assert set(table[table.feature_set == ab.ID_ROW].model) == {"popularity"}
+    defaults = AblateConfig()
+    # 2 splits x (3 ID-only models + 2 feature sets x 4 models)
+    assert len(table) == 22 and set(table.split) == {"leave-one-out", "cold-start"}
+    assert set(table[table.feature_set == ab.ID_ROW].model) == set(defaults.reference_models)
+    assert set(table[table.feature_set == "text_vec"].model) == set(defaults.models)
+    assert table[["masked_ndcg@10", "unmasked_ndcg@10", "valid_ndcg@10"]].notna().all().all()
     for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png"):
         assert (out / name).is_file(), name
     assert {"sid_text_vec", "sid_text_vec_noise_vec"} <= set(ItemStore(cfg.store).schema.names)
@@ -206,3 +218,41 @@ def test_feature_sets_default_to_the_store_vector_columns(tmp_path):
     groups = ab.duration_groups(np.array([1.0, 2, 3, 4, 5, 6, np.nan]))
     expected = ["short (<=2.7s)"] * 2 + ["medium (<=4.3s)"] * 2 + ["long (>4.3s)"] * 2 + ["unknown duration"]
     assert list(groups) == expected
+
+
+@pytest.mark.slow
+def test_a_killed_ablation_resumes_without_retraining_its_finished_cells(tmp_path, ray_local):
+    """SIGKILL a real `python -m jobs.ablate` (its own local Ray) once a cell has finished: the re-run trains only
+    the other cells, and its table equals an uninterrupted run's."""
+    settings = {"splits": ["leave-one-out"], "feature_sets": ["text_vec", "noise_vec", "text_vec+noise_vec"],
+                "models": ["content_knn"], "reference_models": ["popularity"]}  # deterministic: tables compare equal
+    cfg = ablation_config(tmp_path, **settings)
+    job_cfg = cfg.model_copy(deep=True)
+    job_cfg.ray.num_cpus = 1  # one cell at a time: the kill lands between cells
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(job_cfg.model_dump(mode="json")))
+    out, log = tmp_path / "runs" / "abl", tmp_path / "job.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own, as `seerec ablate`
+    with log.open("w") as sink:
+        job = subprocess.Popen([sys.executable, "-m", "jobs.ablate", "-c", str(config)], cwd=REPO, env=env,
+                               stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while job.poll() is None and not any(out.rglob(ab.CELL_FILE)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.poll() is None, f"the job ended before the kill ({job.returncode}):\n{log.read_text()[-3000:]}"
+        os.kill(job.pid, signal.SIGKILL)  # the driver, as `kill -9` would
+        job.wait()
+    finally:
+        kill_process_group(job.pid)  # what the driver's Ray left behind, and nothing else
+    cells = ab.grid(cfg, settings["feature_sets"])
+    runs = {cell.path: ab.cell_config(cfg, cell) for cell in cells}
+    done = {path for path, run in runs.items() if ab.finished(run)}
+    assert 1 <= len(done) < len(cells), f"{len(done)} of {len(cells)} cells finished before the kill"
+    before = metrics_times(out)
+    resumed = run_ablation(cfg)
+    after = metrics_times(out)
+    assert {path for path in done if after[path] == before[path]} == done  # not trained again
+    assert set(after) == set(runs) and all(after[p] != before.get(p) for p in set(runs) - done)
+    whole = run_ablation(ablation_config(tmp_path, name="whole", **settings))
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"))
