@@ -202,9 +202,11 @@ def group_pids(pgid: int) -> list[int]:
     """Live processes of a process group (zombies are dead already: their parent reaps them)."""
     found = []
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
             state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError):  # gone, or not a process
+        except OSError:  # gone
             continue
         if int(group) == pgid and state != "Z":
             found.append(int(entry.name))
