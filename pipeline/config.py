@@ -410,6 +410,8 @@ class RecommendConfig(Section):
     device: str = "auto"
     # Torch CPU threads per actor on the CPU (None: torch's default).
     cpu_threads: int | None = Field(None, ge=1)
+
+
 ID_ROW = "ids"  # the feature-set name of the ablation's ID-only row
 
 
