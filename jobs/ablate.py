@@ -57,9 +57,9 @@ def plan_ablation(cfg: SeerecConfig) -> Plan:
     store = ItemStore(cfg.store)
     feature_sets = a.feature_sets or store_feature_sets(store)
     baseline = a.baseline or feature_sets[0]
-    if baseline not in feature_sets:
-        raise RecommenderError(f"ablate.baseline {baseline!r} is not one of the feature sets: "
-                               f"{', '.join(feature_sets)}")
+    if baseline not in (*feature_sets, ab.ID_ROW):
+        raise RecommenderError(f"ablate.baseline {baseline!r} is neither one of the feature sets "
+                               f"({', '.join(feature_sets)}) nor {ab.ID_ROW!r} (the ID-only row)")
     prepared = {split: prepare_data(_with_split(cfg, split)) for split in a.splits}
     notes = check_feature_sets(store, feature_sets, list(next(iter(prepared.values())).interactions.item_ids))
     cells = ab.grid(cfg, feature_sets)
@@ -167,12 +167,14 @@ def write_outputs(cfg: SeerecConfig, plan: Plan) -> pd.DataFrame:
         folder = ab.run_dir(runs[cell])
         rows.append(ab.cell_row(cell, json.loads((folder / "metrics.json").read_text()), cfg.train.mask_history))
         per_user[cell.path] = pd.read_csv(folder / "test_per_user.csv", dtype={"user_id": str, "target_item_id": str})
-    table = ab.add_gains(pd.DataFrame(rows), per_user, baseline, masking, a.alpha)
+    table = ab.add_gains(pd.DataFrame(rows), per_user, baseline, masking, a.alpha, a.baseline_cell_model)
     out = Path(cfg.train.runs_dir) / a.name
     breakdowns = {split: _breakdowns(cfg, prepared[split], [c for c in cells if c.split == split], per_user)
                   for split in a.splits}
+    baseline_text = (f"the ID-only row's {a.baseline_cell_model} cell" if baseline == ab.ID_ROW
+                     else f"the {baseline} row's cell of the same model")
     caption = (f"Test HR@10 / NDCG@10 (HR@10 = Recall@10, one target per user), full ranking, history {masking}; "
-               f"in brackets the relative NDCG@10 gain over the {baseline} row of the same model, * = p < {a.alpha} "
+               f"in brackets the relative NDCG@10 gain over {baseline_text}, * = p < {a.alpha} "
                "in a two-sided paired t-test on per-user NDCG@10 over the test users. Each split's second table gives "
                f"the cells with history {other}.")
     parts = [f"# Ablation {a.name}\n", caption + "\n", *([a.note + "\n"] if a.note else [])]
@@ -189,7 +191,8 @@ def write_outputs(cfg: SeerecConfig, plan: Plan) -> pd.DataFrame:
     (out / "ablation.md").write_text("\n".join(parts))
     table.to_csv(out / "ablation.csv", index=False)
     (out / "ablation.json").write_text(json.dumps({
-        "name": a.name, "caption": caption, "shown": masking, "baseline": baseline, "test": "paired t-test",
+        "name": a.name, "caption": caption, "note": a.note, "shown": masking, "baseline": baseline,
+        "baseline_model": a.baseline_cell_model, "test": "paired t-test",
         "alpha": a.alpha, "feature_sets": feature_sets, "splits": a.splits, "notes": notes,
         "cells": json.loads(table.to_json(orient="records")), "breakdowns": breakdowns}, indent=2))
     _chart(table, a.splits, out / "ablation.png", masking)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -144,20 +145,23 @@ def compare(config: ConfigOption = None, overrides: overrides_arg("train.epochs=
     print_comparison(table.to_dict("records"), Path(cfg.train.runs_dir) / cfg.compare.name / "compare.md")
 
 
-# The columns a comparison too wide for the terminal keeps (the markdown file has them all).
+# The columns a comparison or an ablation too wide for the terminal keeps (the file named then has them all).
 COMPARE_KEY_COLUMNS = ("model", "features", "overrides", "valid_ndcg@10", "test_recall@10", "test_ndcg@10",
                        "best_epoch")
+ABLATE_KEY_COLUMNS = ("split", "feature_set", "model", "masked_ndcg@10", "unmasked_ndcg@10", "gain_ndcg@10",
+                      "significant")
 
 
-def print_comparison(rows: list[dict], markdown: Path) -> None:
+def print_comparison(rows: list[dict], everything: Path, title: str = "comparison (test)",
+                     key_columns: tuple[str, ...] = COMPARE_KEY_COLUMNS) -> None:
     """The comparison table, or, when it is wider than the terminal, its key columns and where the rest is."""
     unbounded = console.options.update_width(10_000)  # measured at its natural width, not cut to the terminal
-    if rows and console.measure(_table(rows, "comparison (test)"), options=unbounded).maximum > console.width:
-        rows = [{k: v for k, v in row.items() if k in COMPARE_KEY_COLUMNS} for row in rows]
-        _print_table(rows, "comparison (test), key columns")
-        console.print(f"the full table is wider than the terminal; every column is in {markdown}")
+    if rows and console.measure(_table(rows, title), options=unbounded).maximum > console.width:
+        rows = [{k: v for k, v in row.items() if k in key_columns} for row in rows]
+        _print_table(rows, f"{title}, key columns")
+        console.print(f"the full table is wider than the terminal; every column is in {everything}")
     else:
-        _print_table(rows, "comparison (test)")
+        _print_table(rows, title)
 
 
 @app.command()
@@ -220,8 +224,10 @@ def ablate(config: ConfigOption = None, overrides: overrides_arg("ablate.feature
     from jobs.ablate import run_ablation
 
     cfg = _config(config, overrides, verbose)
-    run_ablation(cfg)
-    typer.echo((Path(cfg.train.runs_dir) / cfg.ablate.name / "ablation.md").read_text())
+    table = run_ablation(cfg)
+    # One row per cell, as `seerec compare` prints its runs; ablation.md holds the tables in the paper's shape.
+    print_comparison(table.to_dict("records"), Path(cfg.train.runs_dir) / cfg.ablate.name / "ablation.csv",
+                     "ablation cells (test)", ABLATE_KEY_COLUMNS)
 
 
 @app.command()
@@ -443,8 +449,15 @@ def _table(rows: list[dict], title: str) -> Table:
     for name in rows[0] if rows else ["(none)"]:
         table.add_column(str(name))
     for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(_cell(v) for v in row.values()))
     return table
+
+
+def _cell(value: object) -> str:
+    """A table cell: floats to 4 decimals, NaN (no value, e.g. a baseline cell's gain) as '-'."""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
 
 
 def _print_table(rows: list[dict], title: str) -> None:

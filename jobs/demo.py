@@ -64,8 +64,9 @@ def demo_config(out: Path, clip_model: str, clap_model: str, audio_model: str) -
                                "content_knn:audio_vec", "content_knn:audio_desc_vec"]},
         # Every vector column of the store is a feature set (no list given), so new embedding columns join.
         "ablate": {"name": "ablation", "models": ["content_knn", "two_tower"], "reference_models": ["popularity"],
-                   "note": "Demo: synthetic data; clip_vec and desc_vec (and any audio vectors) come from tiny "
-                           "random-weight models, so their rows measure the plumbing, not the features."},
+                   "note": "Demo: synthetic data; only text_vec comes from a real model (MiniLM): clip_vec, desc_vec, "
+                           "audio_vec and audio_desc_vec come from tiny random-weight models (CLIP, Qwen2-VL, CLAP, "
+                           "Qwen2-Audio), so their rows measure the plumbing, not the features."},
     })
 
 

@@ -410,6 +410,11 @@ class RecommendConfig(Section):
     device: str = "auto"
     # Torch CPU threads per actor on the CPU (None: torch's default).
     cpu_threads: int | None = Field(None, ge=1)
+
+
+ID_ROW = "ids"  # the feature-set name of the ablation's ID-only row
+
+
 class AblateConfig(Section):
     """`seerec ablate`: feature sets x models on one shared split per entry of `splits`, as a paper's ablation table."""
 
@@ -425,8 +430,11 @@ class AblateConfig(Section):
                               min_length=1)
     # ID-only models, trained once per split: the table's ID-only row.
     reference_models: list[str] = Field(default_factory=lambda: ["popularity", "sasrec", "lightgcn"])
-    # The feature set gains are relative to (default: the first feature set).
+    # The row gains are relative to: a feature set (default: the first one), each cell against that row's cell of
+    # the same model; or `ids`, the ID-only row, every cell against its `baseline_model` cell.
     baseline: str | None = None
+    # With baseline `ids`: the ID-only model the gains are over (default: the first of reference_models).
+    baseline_model: str | None = None
     # Ray resources of one cell; cells run in parallel as far as the Ray cluster's resources allow.
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)
@@ -441,9 +449,23 @@ class AblateConfig(Section):
 
     @model_validator(mode="after")
     def _baseline_listed(self) -> AblateConfig:
-        if self.baseline is not None and self.feature_sets and self.baseline not in self.feature_sets:
-            raise ValueError(f"ablate.baseline {self.baseline!r} is not one of ablate.feature_sets")
+        if self.baseline == ID_ROW:
+            if not self.reference_models:
+                raise ValueError(f"ablate.baseline {ID_ROW!r} (the ID-only row) needs ablate.reference_models")
+            if self.baseline_model is not None and self.baseline_model not in self.reference_models:
+                raise ValueError(f"ablate.baseline_model {self.baseline_model!r} is not one of "
+                                 "ablate.reference_models")
+        elif self.baseline_model is not None:
+            raise ValueError(f"ablate.baseline_model applies to ablate.baseline {ID_ROW!r} (the ID-only row) only")
+        elif self.baseline is not None and self.feature_sets and self.baseline not in self.feature_sets:
+            raise ValueError(f"ablate.baseline {self.baseline!r} is neither one of ablate.feature_sets nor "
+                             f"{ID_ROW!r} (the ID-only row)")
         return self
+
+    @property
+    def baseline_cell_model(self) -> str | None:
+        """The ID-only model whose cells the gains are over, with baseline `ids`; None with a feature set."""
+        return (self.baseline_model or self.reference_models[0]) if self.baseline == ID_ROW else None
 
 
 DEFAULT_VIDEO_PROMPT = (

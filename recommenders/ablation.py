@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import SeerecConfig
+from pipeline.config import ID_ROW, SeerecConfig  # ID_ROW: the feature-set name of the ID-only row
 from recommenders.data import RecommenderError
 from recommenders.evaluate import EvalResult, metrics_from_ranks
 from recommenders.registry import model_class
 
-ID_ROW = "ids"  # the feature-set name of the ID-only row
 CELL_FILE = "cell.json"
 K = 10
 
@@ -157,15 +156,17 @@ def cell_row(cell: Cell, metrics: dict, mask_history: bool) -> dict:
 
 
 def add_gains(table: pd.DataFrame, per_user: dict[str, pd.DataFrame], baseline: str, masking: str,
-              alpha: float) -> pd.DataFrame:
-    """Gain of each cell's HR@10 and NDCG@10 (under `masking`) over the baseline row's cell of the same model
-    and split, and the paired t-test on per-user NDCG@10 against it."""
+              alpha: float, baseline_model: str | None = None) -> pd.DataFrame:
+    """Gain of each cell's HR@10 and NDCG@10 (under `masking`) over the baseline row's cell of the same split and
+    of the same model (of `baseline_model` when the baseline is the ID-only row, whose models are others), and
+    the paired t-test on per-user NDCG@10 against it."""
     table = table.copy()
     for column in ("gain_recall@10", "gain_ndcg@10", "p_value"):
         table[column] = np.nan
     table["significant"] = False
     for i, row in table.iterrows():
-        base = table[(table.split == row.split) & (table.model == row.model) & (table.feature_set == baseline)]
+        model = baseline_model if baseline == ID_ROW else row.model
+        base = table[(table.split == row.split) & (table.model == model) & (table.feature_set == baseline)]
         if row.feature_set in (baseline, ID_ROW) or base.empty:
             continue
         base = base.iloc[0]

@@ -185,6 +185,34 @@ def marked_pids(match) -> list[int]:
     return found
 
 
+def kill_process_group(pgid: int, timeout_s: float = 30) -> None:
+    """SIGKILL every live process of a group that a test started with `start_new_session=True`, until none is
+    left: a SIGKILLed driver of a local Ray leaves its GCS, raylet and workers to die after it (or not). Only this
+    group: `ray stop` would end every Ray on the machine."""
+    deadline = time.monotonic() + timeout_s
+    while pids := group_pids(pgid):
+        for pid in pids:
+            _kill(pid)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {pids} of process group {pgid} survived SIGKILL")
+        time.sleep(0.2)
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies are dead already: their parent reaps them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # gone
+            continue
+        if int(group) == pgid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""`seerec ablate`: the grid on a real small store with real Ray, resume, gains and the paired test, bad input.
+"""`seerec ablate`: the grid on a real small store with real Ray, resume (also after a real SIGKILL), gains and
+the paired test, bad input.
 
 The store holds the 60 topic items of tests/test_recommenders.py with two vector columns: text_vec (topic
 plus noise) for every item and noise_vec (pure noise) for 50 of them, and a duration in the metadata of 55.
@@ -7,6 +8,12 @@ plus noise) for every item and noise_vec (pure noise) for 50 of them, and a dura
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,19 +22,23 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
+from jobs import cli
 from jobs.ablate import main as job_main
 from jobs.ablate import run_ablation
 from jobs.cli import app
-from pipeline.config import StoreConfig, validate_config
+from pipeline.config import AblateConfig, ConfigError, StoreConfig, validate_config
 from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vector_type
 from pipeline.store import ItemStore
 from recommenders import ablation as ab
 from recommenders.data import RecommenderError
+from tests.helpers import REPO, kill_process_group
 from tests.test_recommenders import FAST, N_ITEMS, synthetic_frame, topic_vectors
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
+TINY_SASREC = {"hidden": 16, "layers": 1, "heads": 1, "max_len": 10}
 
 
 def write_vectors(store: ItemStore, column: str, ids: list[str], vectors: np.ndarray) -> None:
@@ -55,12 +66,12 @@ def ablation_config(tmp_path: Path, **ablate):
         "quantize": {"codebook_size": 4, "kmeans_iters": 5},
         "train": {"epochs": 2, "runs_dir": str(tmp_path / "runs"), **FAST,
                   "data": {"path": str(tmp_path / "interactions.csv")},
-                  "two_tower": {"dim": 16, "hidden": 32},
+                  "two_tower": {"dim": 16, "hidden": 32}, "sasrec": TINY_SASREC, "sasrec_content": TINY_SASREC,
+                  "lightgcn": {"dim": 16, "layers": 1},
                   "tiger": {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "heads": 2, "ff": 32,
                             "user_buckets": 0, "beam_size": 10, "max_items": 5}},
         "ablate": {"name": "abl", "splits": ["leave-one-out", "cold-start"],
-                   "feature_sets": ["text_vec", "text_vec+noise_vec"], "models": ["content_knn", "two_tower", "tiger"],
-                   "reference_models": ["popularity"], **ablate}})
+                   "feature_sets": ["text_vec", "text_vec+noise_vec"], **ablate}})  # the default models
 
 
 def metrics_times(out: Path) -> dict[str, float]:
@@ -68,12 +79,16 @@ def metrics_times(out: Path) -> dict[str, float]:
 
 
 def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_local):
+    """Every model of the default grid runs as a cell (tiny), so a cell type that breaks fails here."""
     cfg = ablation_config(tmp_path)
     table = run_ablation(cfg)
     out = tmp_path / "runs" / "abl"
-    # 2 splits x (popularity on the ID row + 2 feature sets x 3 models)
-    assert len(table) == 14 and set(table.split) == {"leave-one-out", "cold-start"}
-    assert set(table[table.feature_set == ab.ID_ROW].model) == {"popularity"}
+    defaults = AblateConfig()
+    # 2 splits x (3 ID-only models + 2 feature sets x 4 models)
+    assert len(table) == 22 and set(table.split) == {"leave-one-out", "cold-start"}
+    assert set(table[table.feature_set == ab.ID_ROW].model) == set(defaults.reference_models)
+    assert set(table[table.feature_set == "text_vec"].model) == set(defaults.models)
+    assert table[["masked_ndcg@10", "unmasked_ndcg@10", "valid_ndcg@10"]].notna().all().all()
     for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png"):
         assert (out / name).is_file(), name
     assert {"sid_text_vec", "sid_text_vec_noise_vec"} <= set(ItemStore(cfg.store).schema.names)
@@ -123,14 +138,26 @@ def test_grid_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, ray_lo
     assert retrained == {"cold-start/text_vec/two_tower", "leave-one-out/text_vec/content_knn"}
 
 
-def test_cli_prints_the_table_and_bad_input_is_one_sentence(tmp_path, capsys, ray_local):
+def test_cli_prints_the_table_and_bad_input_is_one_sentence(tmp_path, capsys, monkeypatch, ray_local):
+    """The cells print as `seerec compare` prints its runs (key columns only when wider than the terminal); the
+    gains are over the ID-only row here (ablate.baseline: ids)."""
     cfg = ablation_config(tmp_path, splits=["leave-one-out"], feature_sets=["text_vec"], models=["content_knn"],
-                          reference_models=[])
+                          reference_models=["popularity"], baseline=ab.ID_ROW)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    result = CliRunner().invoke(app, ["ablate", "-c", str(config)])  # one content_knn cell, as a Ray task
-    assert result.exit_code == 0, result.output
-    assert "| text_vec |" in result.output and "content_knn" in result.output
+    for width, wide in ((400, True), (120, False)):  # the second run trains nothing: both cells are finished
+        console = Console(width=width, record=True, file=open(tmp_path / f"out{width}.txt", "w"))  # noqa: SIM115
+        monkeypatch.setattr(cli, "console", console)
+        result = CliRunner().invoke(app, ["ablate", "-c", str(config)])  # content_knn and popularity, as Ray tasks
+        assert result.exit_code == 0, result.output
+        text = console.export_text()
+        assert "content_knn" in text and "popularity" in text and "gain_ndcg@10" in text
+        assert ("p_value" in text) is wide and ("every column is in" in text) is not wide
+    report = json.loads((tmp_path / "runs" / "abl" / "ablation.json").read_text())
+    assert "gain over the ID-only row's popularity cell" in report["caption"]
+    knn, pop = (next(c for c in report["cells"] if c["model"] == m) for m in ("content_knn", "popularity"))
+    assert knn["gain_ndcg@10"] == pytest.approx((knn["masked_ndcg@10"] - pop["masked_ndcg@10"]) / pop["masked_ndcg@10"])
+    assert pop["gain_ndcg@10"] is None  # the baseline row has none
     for override, message in [
         ("ablate.feature_sets=[clip_vec]", "error: the store has no feature column 'clip_vec'; its vector columns "
                                            "are: text_vec, noise_vec"),
@@ -166,6 +193,20 @@ def test_paired_t_test_and_gains_on_known_input():
     assert better["gain_ndcg@10"] == pytest.approx(4.0)  # 5/6 over 1/6
     assert better["p_value"] == pytest.approx(ab.paired_t_test([1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0])["p"])
     assert better["p_value"] == pytest.approx(0.0250, abs=1e-4) and bool(better["significant"])
+    # the ID-only row as the baseline: each feature set's cell against the ID-only cell of the model named
+    rows.append({"split": "s", "feature_set": ab.ID_ROW, "model": "pop", "masked_recall@10": 2 / 6,
+                 "masked_ndcg@10": 2 / 6, "run": "s/ids/pop"})
+    per_user["s/ids/pop"] = pd.DataFrame({"user_id": list("abcdef"), "rank": [0, 0, 20, 20, 20, 20]})
+    gains = ab.add_gains(pd.DataFrame(rows), per_user, ab.ID_ROW, "masked", 0.05, "pop").set_index("feature_set")
+    assert gains.at["better", "gain_ndcg@10"] == pytest.approx(1.5)  # 5/6 over 2/6
+    assert gains.at["base", "gain_ndcg@10"] == pytest.approx(-0.5)  # 1/6 over 2/6
+    assert np.isnan(gains.at[ab.ID_ROW, "gain_ndcg@10"])
+    assert validate_config({"ablate": {"baseline": "ids"}}).ablate.baseline_cell_model == "popularity"
+    for settings, message in [({"baseline": "ids", "reference_models": []}, "needs ablate.reference_models"),
+                              ({"baseline": "ids", "baseline_model": "tiger"}, "is not one of ablate.reference_models"),
+                              ({"baseline_model": "sasrec"}, "applies to ablate.baseline 'ids' (the ID-only row)")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config({"ablate": settings})
 
 
 def test_feature_sets_default_to_the_store_vector_columns(tmp_path):
@@ -177,3 +218,41 @@ def test_feature_sets_default_to_the_store_vector_columns(tmp_path):
     groups = ab.duration_groups(np.array([1.0, 2, 3, 4, 5, 6, np.nan]))
     expected = ["short (<=2.7s)"] * 2 + ["medium (<=4.3s)"] * 2 + ["long (>4.3s)"] * 2 + ["unknown duration"]
     assert list(groups) == expected
+
+
+@pytest.mark.slow
+def test_a_killed_ablation_resumes_without_retraining_its_finished_cells(tmp_path, ray_local):
+    """SIGKILL a real `python -m jobs.ablate` (its own local Ray) once a cell has finished: the re-run trains only
+    the other cells, and its table equals an uninterrupted run's."""
+    settings = {"splits": ["leave-one-out"], "feature_sets": ["text_vec", "noise_vec", "text_vec+noise_vec"],
+                "models": ["content_knn"], "reference_models": ["popularity"]}  # deterministic: tables compare equal
+    cfg = ablation_config(tmp_path, **settings)
+    job_cfg = cfg.model_copy(deep=True)
+    job_cfg.ray.num_cpus = 1  # one cell at a time: the kill lands between cells
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(job_cfg.model_dump(mode="json")))
+    out, log = tmp_path / "runs" / "abl", tmp_path / "job.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own, as `seerec ablate`
+    with log.open("w") as sink:
+        job = subprocess.Popen([sys.executable, "-m", "jobs.ablate", "-c", str(config)], cwd=REPO, env=env,
+                               stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while job.poll() is None and not any(out.rglob(ab.CELL_FILE)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.poll() is None, f"the job ended before the kill ({job.returncode}):\n{log.read_text()[-3000:]}"
+        os.kill(job.pid, signal.SIGKILL)  # the driver, as `kill -9` would
+        job.wait()
+    finally:
+        kill_process_group(job.pid)  # what the driver's Ray left behind, and nothing else
+    cells = ab.grid(cfg, settings["feature_sets"])
+    runs = {cell.path: ab.cell_config(cfg, cell) for cell in cells}
+    done = {path for path, run in runs.items() if ab.finished(run)}
+    assert 1 <= len(done) < len(cells), f"{len(done)} of {len(cells)} cells finished before the kill"
+    before = metrics_times(out)
+    resumed = run_ablation(cfg)
+    after = metrics_times(out)
+    assert {path for path in done if after[path] == before[path]} == done  # not trained again
+    assert set(after) == set(runs) and all(after[p] != before.get(p) for p in set(runs) - done)
+    whole = run_ablation(ablation_config(tmp_path, name="whole", **settings))
+    pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import StoreConfig, load_config
+from pipeline.config import ID_ROW, StoreConfig, load_config
+from pipeline.schema import is_vector_field
 from pipeline.store import ItemStore
 from tests.helpers import REPO, require_shared
 
@@ -105,6 +106,17 @@ def test_the_demo_reports_every_stage(here):
         zero_copy_only=False))).all()
     compared = {(row["model"], row["features"]) for row in report["recommenders"]}
     assert {("content_knn", "audio_vec"), ("content_knn", "audio_desc_vec")} <= compared
+    # The ablation: every vector column of the store is a feature set, the visual, description and audio ones too.
+    vectors = {field.name for field in store.schema if is_vector_field(field)}
+    assert {"text_vec", "clip_vec", "desc_vec", "audio_vec", "audio_desc_vec"} <= vectors
+    cells = report["ablation"]
+    assert {(c["feature_set"], c["model"]) for c in cells} == {(ID_ROW, "popularity")} | {
+        (v, m) for v in vectors for m in ("content_knn", "two_tower")}
+    assert all(np.isfinite(c["masked_ndcg@10"]) for c in cells)
+    ablation = here / "demo-out" / "runs" / "ablation"
+    note = json.loads((ablation / "ablation.json").read_text())["note"]
+    assert note in (ablation / "ablation.md").read_text() and "tiny random-weight models" in note
+    assert all(v in note for v in vectors - {"text_vec"}), note  # it names every column from a random model
 
 
 @pytest.mark.slow
