@@ -81,9 +81,8 @@ N_ITEMS = 2000
 
 def interrupt_mid_stage(tmp_path: Path, config: Path, sig: signal.Signals, cli: bool) -> tuple[int, str, int]:
     """Start `embed`, send `sig` once its first progress line is out (results are reaching the driver), and
-    return the exit code, its stderr and how many distinct items the interrupted run staged."""
-    assert run_job("ingest", config).returncode == 0
-    out, err = tmp_path / "embed.out", tmp_path / "embed.err"
+    return the exit code, its stderr and how many distinct items are staged or done after it."""
+    out, err = tmp_path / f"embed-{sig.name}.out", tmp_path / f"embed-{sig.name}.err"
     with out.open("w") as stdout, err.open("w") as stderr:
         process = job("embed", config, stdout, stderr, cli=cli)
     try:
@@ -99,8 +98,13 @@ def interrupt_mid_stage(tmp_path: Path, config: Path, sig: signal.Signals, cli: 
             process.kill()
     store = ItemStore(load_config(config).store)
     # Distinct items: an interrupt just after an append committed stages that flush twice (merged once).
-    kept = len({i for name in store.staging_tables("text_vec")
-                for i in store.db.open_table(name).to_arrow()["item_id"].to_pylist()})
+    staged = {i for name in store.staging_tables("text_vec")
+              for i in store.db.open_table(name).to_arrow()["item_id"].to_pylist()}
+    done = set()
+    if "text_vec" in store.schema.names:
+        rows = store.scan(["item_id", "text_vec"])
+        done = set(rows.filter(rows["text_vec"].is_valid())["item_id"].to_pylist())
+    kept = len(staged | done)
     assert 0 < kept < N_ITEMS, "the interrupt came too early or too late to test a resume"
     return code, err.read_text(), kept
 
@@ -119,14 +123,27 @@ def rerun_resumes(config: Path, kept: int) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_ray_warnings(tmp_path):
-    """One test for both, as each Ray start costs seconds: the interrupted run (`seerec embed`), then the re-run
-    that finishes it (`python -m jobs.embed`); both front doors end an interrupt with the same `interrupted`."""
+def test_ctrl_c_then_sigterm_mid_stage_are_one_line_each_and_a_piped_rerun_resumes_without_bars_or_warnings(
+        tmp_path):
+    """One job interrupted twice, as each Ray start costs seconds: Ctrl-C stops `seerec embed` (exit 130), SIGTERM
+    (`timeout`, a scheduler stopping `python -m jobs.embed`, as `ray job submit` runs it) stops the run that
+    resumed it (exit 143, 128 + 15, the code a scheduler reads as "terminated"), both with the same one line, and
+    a third, piped run finishes every item exactly once."""
+    ctrl_c, ctrl_c_exit = documented("Ctrl-C (SIGINT) while a stage runs (`seerec embed`, `python -m jobs.embed`, …)")
+    message, sigterm_exit = documented("SIGTERM (`timeout 600 seerec embed …`, a scheduler stopping the job)")
+    assert ctrl_c.split("`")[0] == f"interrupted: {RESUME_HINT}" and message == "the same line"  # the page says it
     config = write_config(tmp_path, N_ITEMS, write_batch_rows=64)
-    code, err, kept = interrupt_mid_stage(tmp_path, config, signal.SIGINT, cli=True)
-    lines = err.strip().splitlines()
-    assert code == 130 and lines[-1] == f"interrupted: {RESUME_HINT}", err[-3000:]
-    assert "Traceback" not in err and not RAY_WARNING.search(err), err[-3000:]
+    assert run_job("ingest", config).returncode == 0
+    first_kept = 0
+    for sig, cli, exit_code, exit_cell in ((signal.SIGINT, True, 130, ctrl_c_exit),
+                                          (signal.SIGTERM, False, 143, sigterm_exit)):
+        code, err, kept = interrupt_mid_stage(tmp_path, config, sig, cli=cli)
+        assert code == exit_code and exit_cell.split()[0] == str(exit_code), err[-3000:]
+        assert err.strip().splitlines()[-1] == f"interrupted: {RESUME_HINT}", err[-3000:]
+        assert err.count("interrupted") == 1 and "Traceback" not in err, err[-3000:]
+        assert not RAY_WARNING.search(err), err[-3000:]
+        assert kept > first_kept  # the second run resumed where the first stopped, and added to it
+        first_kept = kept
 
     rerun = rerun_resumes(config, kept)
     printed = rerun.stdout + rerun.stderr
@@ -136,18 +153,3 @@ def test_ctrl_c_mid_stage_is_one_line_and_a_piped_rerun_resumes_without_bars_or_
         assert text not in printed, printed[-3000:]
     progress = re.findall(rf"embed-text: ([\d,]+)/{N_ITEMS - kept:,} items, (\d+) failed, [\d.]+ items/s", rerun.stdout)
     assert progress and all(failed == "0" for _, failed in progress), rerun.stdout
-
-
-@pytest.mark.slow
-def test_sigterm_mid_stage_is_one_line_exit_143_and_a_rerun_resumes(tmp_path):
-    """SIGTERM (`timeout`, a scheduler stopping `python -m jobs.embed`, as `ray job submit` runs it) ends like
-    Ctrl-C, with the resume line, but exit 143 (128 + 15), the code a scheduler reads as "terminated"."""
-    ctrl_c, _ = documented("Ctrl-C (SIGINT) while a stage runs (`seerec embed`, `python -m jobs.embed`, …)")
-    message, exit_cell = documented("SIGTERM (`timeout 600 seerec embed …`, a scheduler stopping the job)")
-    assert ctrl_c.split("`")[0] == f"interrupted: {RESUME_HINT}" and message == "the same line"  # the page says it
-    config = write_config(tmp_path, N_ITEMS, write_batch_rows=64)
-    code, err, kept = interrupt_mid_stage(tmp_path, config, signal.SIGTERM, cli=False)
-    assert code == 143 and exit_cell.startswith("143 "), err[-3000:]
-    assert err.strip().splitlines()[-1] == f"interrupted: {RESUME_HINT}", err[-3000:]
-    assert err.count("interrupted") == 1 and "Traceback" not in err, err[-3000:]
-    rerun_resumes(config, kept)
