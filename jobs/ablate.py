@@ -3,11 +3,14 @@ model cell on one shared split per `ablate.splits` entry, trained as Ray tasks, 
 
     python -m jobs.ablate --config configs/ablation-scientific.yaml
 
-The driver checks the feature sets against the store (a missing column stops with one sentence listing the
-vector columns; items without vectors are counted), quantizes semantic IDs from each feature set that a
-generative model needs (`sid_<set>`, with the `quantize` settings), then runs the unfinished cells as Ray
-tasks with `ablate.cpus`/`ablate.gpus` each, so Ray runs as many at once as the cluster holds. Each cell is a
-normal `run_train` run folder; a re-run skips cells finished with the same config (recommenders/ablation.py).
+With `ablate.embed_texts` the driver first builds the store (`build_store`): `seerec ingest` when the store
+has no items, then `seerec embed`'s text stage once per listed column and template; items done by the same model
+are skipped, so a re-run embeds nothing. The driver then checks the feature sets against the store (a missing
+column stops with one sentence listing the vector columns; items without vectors are counted), quantizes
+semantic IDs from each feature set that a generative model needs (`sid_<set>`, with the `quantize` settings),
+then runs the unfinished cells as Ray tasks with `ablate.cpus`/`ablate.gpus` each, so Ray runs as many at once
+as the cluster holds. Each cell is a normal `run_train` run folder; a re-run skips cells finished with the same
+config (recommenders/ablation.py).
 Output under `<train.runs_dir>/<ablate.name>/`: ablation.md, ablation.csv, ablation.json, ablation.png.
 """
 
@@ -23,12 +26,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from extractors.embed import TemplateError, template_fields
+from jobs.embed import run_embed
+from jobs.ingest import run_ingest
 from jobs.quantize import run_quantize
 from pipeline.config import SeerecConfig, validate_config
 from pipeline.logs import setup_logging
-from pipeline.runtime import init_ray
+from pipeline.runtime import StageSummary, init_ray
 from pipeline.schema import KEY, is_vector_field
-from pipeline.store import ItemStore
+from pipeline.store import ItemStore, StoreError
 from recommenders import ablation as ab
 from recommenders.data import RecommenderError
 from recommenders.experiment import Prepared, prepare_data, run_train
@@ -68,6 +74,7 @@ def plan_ablation(cfg: SeerecConfig) -> Plan:
 
 def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
     a = cfg.ablate
+    build_store(cfg)
     plan = plan_ablation(cfg)
     pending = [cell for cell in plan.cells if not ab.finished(plan.runs[cell])]
     log.info("ablation %s: %d cells (%d splits x %d feature sets + ID-only row), %d already finished", a.name,
@@ -79,11 +86,46 @@ def run_ablation(cfg: SeerecConfig) -> pd.DataFrame:
     return write_outputs(cfg, plan)
 
 
+def build_store(cfg: SeerecConfig) -> list[StageSummary]:
+    """With `ablate.embed_texts`: ingest `ingest.path` when the store has no items, then run the text embedding
+    stage once per listed column with its template (image and audio off); without it, nothing. The stages skip
+    what is done, so a re-run embeds nothing and a killed build resumes. Returns the stages' summaries."""
+    texts = cfg.ablate.embed_texts
+    if not texts:
+        return []
+    _check_templates(texts)  # before any work: a template that cannot be read
+    store = ItemStore(cfg.store)
+    summaries = []
+    if not store.exists() or store.count() == 0:
+        if not cfg.ingest.path:
+            raise RecommenderError(f"the store at {cfg.store.uri} has no items and ingest.path is not set; set it "
+                                   "to the catalog (ablate.embed_texts then ingests it) or run `seerec ingest` first")
+        summaries.append(run_ingest(cfg))
+    _check_templates(texts, store)  # a field the store has no column for, before the first embedding
+    for column, template in texts.items():
+        run = cfg.model_copy(deep=True)
+        run.embed.text = run.embed.text.model_copy(update={"enabled": True, "column": column, "template": template})
+        run.embed.image.enabled = run.embed.audio.enabled = False
+        summaries += run_embed(run)
+    return summaries
+
+
+def _check_templates(texts: dict[str, str], store: ItemStore | None = None) -> None:
+    """`seerec embed`'s errors for a template, naming the ablate.embed_texts entry."""
+    for column, template in texts.items():
+        try:
+            fields = template_fields(template)
+            if store is not None:
+                store.require_columns(fields)
+        except (TemplateError, StoreError) as exc:
+            raise type(exc)(f"ablate.embed_texts {column}: {exc}") from None
+
+
 def store_feature_sets(store: ItemStore) -> list[str]:
     """Every vector column of the store, one feature set each (so new embedding columns join by themselves)."""
     if not store.exists():
         raise RecommenderError(f"the store at {store.cfg.uri} has no item table; run `seerec ingest` and "
-                               "`seerec embed` first")
+                               "`seerec embed` first, or list the text columns to embed in ablate.embed_texts")
     columns = [f.name for f in store.schema if is_vector_field(f)]
     if not columns:
         raise RecommenderError(f"the store at {store.cfg.uri} has no vector column to ablate; run `seerec embed`")

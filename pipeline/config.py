@@ -446,6 +446,23 @@ class AblateConfig(Section):
     rare_below: int = Field(5, ge=1)
     # A sentence printed under the table's caption, e.g. where the vectors come from.
     note: str = ""
+    # Build the store first (opt-in): text vector columns, each with its `embed.text` template, e.g.
+    # `{title_vec: "{title}", desc_vec: "{meta[description]}"}`. `seerec ablate` then ingests `ingest.path` when the
+    # store has no items, and embeds each column with the other `embed.text` settings; items done by the same model
+    # are skipped, so a re-run embeds nothing and a killed build resumes. Empty: the store must hold the vectors.
+    embed_texts: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _embedded_columns_are_read(self) -> AblateConfig:
+        read = {column for fs in self.feature_sets for column in fs.split("+")}
+        for column in self.embed_texts:
+            if "+" in column:
+                raise ValueError(f"ablate.embed_texts lists {column!r}; a column name cannot hold '+', which joins "
+                                 "the columns of a feature set")
+            if self.feature_sets and column not in read:  # a typo would cost a whole embedding run
+                raise ValueError(f"ablate.embed_texts lists {column!r}, which no feature set reads (their columns: "
+                                 f"{', '.join(sorted(read))}); embed only columns the ablation reads")
+        return self
 
     @model_validator(mode="after")
     def _baseline_listed(self) -> AblateConfig:

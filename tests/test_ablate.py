@@ -256,3 +256,62 @@ def test_a_killed_ablation_resumes_without_retraining_its_finished_cells(tmp_pat
     assert set(after) == set(runs) and all(after[p] != before.get(p) for p in set(runs) - done)
     whole = run_ablation(ablation_config(tmp_path, name="whole", **settings))
     pd.testing.assert_frame_equal(resumed.drop(columns="seconds"), whole.drop(columns="seconds"))
+
+
+def test_embed_texts_builds_the_store_and_a_rerun_embeds_and_trains_nothing(tmp_path, capsys, monkeypatch, ray_local):
+    """`ablate.embed_texts`: one `seerec ablate` ingests a catalog into a store that does not exist yet and embeds
+    two text columns with the packaged MiniLM (the ingest and embed jobs' own code), then trains; run again, every
+    item is skipped as embedded by the same model and every cell as finished. A bad template is one sentence."""
+    import jobs.ablate as job
+
+    topics = ["telescope lens", "glass beaker", "lab gloves", "digital scale", "microscope slide", "safety goggles"]
+    pd.DataFrame({"item_id": [str(i) for i in range(N_ITEMS)], "media_uri": "", "media_type": "text",
+                  "title": [f"{topics[i % 6]} {i}" for i in range(N_ITEMS)],
+                  "description": [f"A {topics[i % 6]} for the laboratory, model {i}." for i in range(N_ITEMS)]}
+                 ).to_csv(tmp_path / "catalog.csv", index=False)  # `description` lands in the metadata
+    synthetic_frame(n_users=60).to_csv(tmp_path / "interactions.csv", index=False)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"uri": str(tmp_path / "store")},
+        "ingest": {"source": "manifest", "path": str(tmp_path / "catalog.csv")},
+        "embed": {"text": {"items_per_batch": 64}},
+        "train": {"epochs": 1, "runs_dir": str(tmp_path / "runs"), **FAST,
+                  "data": {"path": str(tmp_path / "interactions.csv")}},
+        "ablate": {"name": "abl", "feature_sets": ["title_vec", "desc_vec"], "models": ["content_knn"],
+                   "reference_models": ["popularity"],
+                   "embed_texts": {"title_vec": "{title}", "desc_vec": "{meta[description]}"}}}))
+    built = []
+    for name in ("run_ingest", "run_embed"):
+        real = getattr(job, name)
+        monkeypatch.setattr(job, name, lambda cfg, real=real: built.append(real(cfg)) or built[-1])
+
+    result = CliRunner().invoke(app, ["ablate", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    ingest, [title], [desc] = built
+    assert ingest.stage == "ingest" and ingest.done == N_ITEMS
+    assert (title.stage, title.done, desc.done) == ("embed-text", N_ITEMS, N_ITEMS)
+    store = ItemStore(StoreConfig(uri=str(tmp_path / "store")))
+    texts = store.scan([KEY, "title_vec_source", "desc_vec_source"]).to_pylist()
+    assert {(r["title_vec_source"], r["desc_vec_source"]) for r in texts} == {("{title}", "{meta[description]}")}
+    out = tmp_path / "runs" / "abl"
+    table = pd.read_csv(out / "ablation.csv")
+    assert set(zip(table.feature_set, table.model, strict=True)) == {
+        (ab.ID_ROW, "popularity"), ("title_vec", "content_knn"), ("desc_vec", "content_knn")}
+
+    before, version = metrics_times(out), store.table.version
+    built.clear()
+    assert CliRunner().invoke(app, ["ablate", "-c", str(config)]).exit_code == 0
+    assert [(s.stage, s.total, s.skipped, s.done) for [s] in built] == [("embed-text", N_ITEMS, N_ITEMS, 0)] * 2
+    assert metrics_times(out) == before and ItemStore(store.cfg).table.version == version  # no ingest, no write
+
+    for override, message in [
+        ('ablate.embed_texts={title_vec: "{titel}"}', "error: ablate.embed_texts title_vec: the store has no column "
+                                                      "'titel'; available: item_id, "),
+        ('ablate.embed_texts={desc_vec: "{meta[description]"}', "error: ablate.embed_texts desc_vec: template "
+                                                                "'{meta[description]' cannot be read"),
+        ('ablate.embed_texts={text_vec: "{title}"}', "error: config key 'ablate' is invalid: ablate.embed_texts lists "
+                                                     "'text_vec', which no feature set reads"),
+    ]:
+        assert job_main(["-c", str(config), override]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), lines

@@ -33,8 +33,9 @@ NOT_RUN = {
     "make demo": "the same `seerec demo` runs here at 40 items (test_the_demo_reports_every_stage)",
     "make test": "what CI runs; this test is part of it",
     "seerec ablate -c configs/ablation-scientific.yaml":
-        "needs the Amazon Scientific store (29 min); its config is checked by test_shipped_configs_resolve_from_the_"
-        "repository_root and the ablation by tests/test_ablate.py",
+        "needs the Amazon Scientific data (about 8 min to build the store, then 29 min); its config is checked by "
+        "test_shipped_configs_resolve_from_the_repository_root, the store build and the ablation by "
+        "tests/test_ablate.py",
 }
 
 
