@@ -8,9 +8,11 @@ with `run_train` in a plain loop, side by side in one run.
 3. grid, 2 cells at a time: `ablate.cpus=1`, 1 torch thread each: the speed-up loop / grid.
 
 Data: a synthetic store (items in topics, topic-plus-noise vectors in two columns) and sequential users, as in
-the tests, sized to take a few minutes on 2 cores. Ray is started anew for each grid, so its start counts.
+the tests, sized to take a few minutes on 2 cores. Ray is started anew for each grid, so its start counts. The
+three ways run `--rounds` times in a rotating order (so none always runs first, on a fresher or busier
+machine), each in fresh run folders; the medians are reported.
 
-    .venv/bin/python benchmarks/bench_ablation.py [--items 600 --users 1500 --epochs 6]
+    .venv/bin/python benchmarks/bench_ablation.py [--items 600 --users 1500 --epochs 6 --rounds 3]
 """
 
 from __future__ import annotations
@@ -90,35 +92,44 @@ def timed_grid(cfg: SeerecConfig) -> float:
     return seconds
 
 
+def timed_loop(cfg: SeerecConfig) -> float:
+    started = time.perf_counter()
+    for cell in ab.grid(cfg, cfg.ablate.feature_sets):
+        run_train(ab.cell_config(cfg, cell))
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=600)
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    ways = {"loop": lambda root, r: timed_loop(config(root, f"loop-{r}", 2, args.epochs)),
+            "grid-1": lambda root, r: timed_grid(config(root, f"grid-1-{r}", 2, args.epochs)),
+            "grid-2": lambda root, r: timed_grid(config(root, f"grid-2-{r}", 1, args.epochs))}
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         make_data(root, args.items, args.users)
-        loop_cfg = config(root, "loop", 2, args.epochs)
-        cells = ab.grid(loop_cfg, loop_cfg.ablate.feature_sets)
-        started = time.perf_counter()
-        per_cell = {}
-        for cell in cells:
-            t0 = time.perf_counter()
-            run_train(ab.cell_config(loop_cfg, cell))
-            per_cell[cell.path] = round(time.perf_counter() - t0, 2)
-        loop = time.perf_counter() - started
-        serial = timed_grid(config(root, "grid-1", 2, args.epochs))
-        parallel = timed_grid(config(root, "grid-2", 1, args.epochs))
-        metrics = {name: pd.read_csv(root / "runs" / name / "ablation.csv")["masked_ndcg@10"].round(4).tolist()
+        cells = len(ab.grid(config(root, "plan", 2, args.epochs), ["vec_a", "vec_b"]))
+        for r in range(args.rounds):
+            names = list(ways)[r % len(ways):] + list(ways)[:r % len(ways)]
+            for name in names:
+                seconds[name].append(round(ways[name](root, r), 1))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {seconds[n][-1]:.1f}s" for n in names), flush=True)
+        metrics = {name: pd.read_csv(root / "runs" / f"{name}-0" / "ablation.csv")["masked_ndcg@10"].round(4).tolist()
                    for name in ("grid-1", "grid-2")}
+    median = {name: float(np.median(values)) for name, values in seconds.items()}
     payload = {"benchmark": "ablation grid vs run_train loop", "items": args.items, "users": args.users,
-               "epochs": args.epochs, "cells": len(cells), "loop_seconds": round(loop, 1),
-               "loop_per_cell_seconds": per_cell, "grid_1_parallel_seconds": round(serial, 1),
-               "grid_2_parallel_seconds": round(parallel, 1), "grid_1_over_loop": round(serial / loop, 3),
-               "speedup_2_parallel": round(loop / parallel, 2), "test_ndcg@10_masked": metrics}
+               "epochs": args.epochs, "cells": cells, "rounds": args.rounds, "seconds": seconds,
+               "loop_seconds": median["loop"], "grid_1_parallel_seconds": median["grid-1"],
+               "grid_2_parallel_seconds": median["grid-2"],
+               "grid_1_over_loop": round(median["grid-1"] / median["loop"], 3),
+               "speedup_2_parallel": round(median["loop"] / median["grid-2"], 2), "test_ndcg@10_masked": metrics}
     write_result(args.out, payload)
     print(json.dumps(payload, indent=2))
 
