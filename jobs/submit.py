@@ -7,7 +7,8 @@ config file may live anywhere, also outside the uploaded working directory. Rela
 ingest.path) still resolve on the cluster, against the job's working directory.
 
 Exit codes: 0 SUCCEEDED, 1 FAILED, 3 STOPPED, 130 when following is interrupted with Ctrl-C (the job keeps
-running), 2 for a mistake found before submitting (as every seerec command).
+running), 2 for a mistake found before submitting (as every seerec command) or for a dashboard that stops
+answering while the job is followed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import pkgutil
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -31,6 +33,7 @@ CONFIG_ENV = "SEEREC_CONFIG_YAML"
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3}
 EXIT_INTERRUPTED = 130
 LOG_GRACE_S = 10
+STATUS_PATIENCE_S = 60
 # Never worth uploading: environments, version control, local item stores and outputs. Ray also skips what
 # the working directory's .gitignore lists; these hold when there is none.
 EXCLUDES = [".venv/", ".git/", "__pycache__/", "*.egg-info/", "*.lance/", "/stores/", "/seerec-store/", "/runs/",
@@ -126,7 +129,29 @@ def connect(address: str, headers: dict[str, str]):
                           "token with --token-file or RAY_AUTH_TOKEN") from None
 
 
-def follow(client, job_id: str, out: TextIO) -> str:
+def job_status(client, job_id: str, patience_s: float = STATUS_PATIENCE_S):
+    """The job's status; a dashboard that is busy or restarting is asked again for up to `patience_s`.
+
+    Ray's client raises RuntimeError for an HTTP error answer and requests' errors when the dashboard is
+    unreachable. Either may be a moment's overload; past the patience it is one sentence (exit 2), not a
+    traceback, and the job itself is not affected.
+    """
+    import requests
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.get_job_status(job_id)
+        except (RuntimeError, requests.RequestException) as exc:
+            reason = " ".join(str(exc).split())
+            if time.monotonic() >= deadline:
+                raise SubmitError(f"the Ray dashboard gave no status for job {job_id} ({reason}); whatever the job "
+                                  f"does goes on: look with `ray job status {job_id}`") from None
+            print(f"asking again for the status of {job_id}: {reason}", file=sys.stderr)
+            time.sleep(1)
+
+
+def follow(client, job_id: str, out: TextIO, patience_s: float = STATUS_PATIENCE_S) -> str:
     """Stream the job's driver output while polling its status; returns the final status name.
 
     The status decides the end, not the log stream: a job stopped before it started has no stream that ends.
@@ -139,7 +164,7 @@ def follow(client, job_id: str, out: TextIO) -> str:
 
     async def watch() -> str:
         logs = asyncio.create_task(tail())
-        while not (status := await asyncio.to_thread(client.get_job_status, job_id)).is_terminal():
+        while not (status := await asyncio.to_thread(job_status, client, job_id, patience_s)).is_terminal():
             await asyncio.sleep(1)
         await asyncio.wait({logs}, timeout=LOG_GRACE_S)  # the last lines may trail the status
         logs.cancel()

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from ray._private.thirdparty.pathspec import PathSpec  # what Ray matches runtime_env excludes with
 
@@ -27,6 +28,7 @@ from jobs.submit import (
     entrypoint_resources,
     follow,
     job_stages,
+    job_status,
     submission,
     submit,
 )
@@ -160,9 +162,38 @@ def test_no_wait_and_interrupt_leave_the_job_alone(cluster, config_file):
 
     follower, job_id = _follow(*pending)
     follower.send_signal(signal.SIGINT)
-    assert follower.wait(30) == EXIT_INTERRUPTED
-    assert f"ray job stop {job_id}" in follower.stderr.read()
+    code, stderr = follower.wait(30), follower.stderr.read()
+    assert code == EXIT_INTERRUPTED, stderr
+    assert f"ray job stop {job_id}" in stderr
     assert not client.get_job_status(job_id).is_terminal()
+
+
+class FlakyDashboard:
+    """A real client to the cluster whose first status request fails as an overloaded dashboard's would."""
+
+    def __init__(self, client):
+        self.client, self.failed = client, False
+
+    def get_job_status(self, job_id):
+        if not self.failed:
+            self.failed = True
+            raise requests.ConnectionError("Read timed out")
+        return self.client.get_job_status(job_id)
+
+    def tail_job_logs(self, job_id):
+        return self.client.tail_job_logs(job_id)
+
+
+@pytest.mark.slow
+def test_following_rides_out_a_dashboard_hiccup(cluster, capsys):
+    client = connect(cluster.dashboard_url, {})
+    job_id = client.submit_job(entrypoint="python -c 'print(\"hello\")'")
+    out = io.StringIO()
+    assert follow(FlakyDashboard(client), job_id, out) == "SUCCEEDED"
+    assert "hello" in out.getvalue()
+    assert f"asking again for the status of {job_id}: Read timed out" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="the Ray dashboard gave no status for job absent-job .*404"):
+        job_status(client, "absent-job", patience_s=0)
 
 
 @pytest.mark.slow
