@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="titles to embed; 0 = all (19,738)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides (= ray.num_cpus "
                                                                 "and embed.text.num_cpus for seerec)")
+    parser.add_argument("--actors", type=int, default=1, help="seerec's encoder actors, sharing the threads "
+                                                                "(embed.text.concurrency; num_cpus = threads / actors)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, help="write the result JSON here")
     args = parser.parse_args()
@@ -78,7 +80,7 @@ def main() -> None:
             f"store.uri={Path(tmp) / 'seerec'}", "ingest.source=microlens", f"ingest.path={MICROLENS}",
             "embed.image.enabled=false", 'embed.text.template="{title}"', "embed.text.device=cpu",
             f"embed.text.items_per_batch={args.batch_size}", f"embed.text.encode_batch_size={args.batch_size}",
-            f"embed.text.num_cpus={args.threads}",
+            f"embed.text.num_cpus={args.threads / args.actors:g}", f"embed.text.concurrency={args.actors}",
             f"ray.num_cpus={args.threads}",
         ]
         if args.limit:
@@ -118,6 +120,7 @@ def main() -> None:
         "settings": {
             "rows": n, "model": cfg.embed.text.model, "batch_size": args.batch_size, "torch_threads": args.threads,
             "ray_num_cpus": cfg.ray.num_cpus, "actor_num_cpus": cfg.embed.text.num_cpus,
+            "actors": cfg.embed.text.concurrency,
             "write_batch_rows": cfg.store.write_batch_rows, "seerec_blocks": sr["blocks"],
             "torch": torch.__version__, "lancedb": lancedb.__version__,
             # The sides run one after the other: a 1-min load average above the CPU count means neighbours
