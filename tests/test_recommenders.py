@@ -319,12 +319,16 @@ def test_content_models_beat_popularity(split, popularity, model, extra):
     assert metrics["ndcg@10"] > popularity["ndcg@10"] + 0.1, (model, metrics, popularity)
 
 
-def test_two_tower_ranks_cold_items(data):
+@pytest.mark.parametrize("model, extra", [("two_tower", {"lr": 1e-2}), ("sasrec_content", {})])
+def test_content_models_rank_cold_items(data, model, extra):
+    """Held-out items are no negatives in training: sasrec_content's ID embeddings of them stay zero."""
     split = cold_start(data, share=0.2, seed=0)
-    _, cold = trained("two_tower", split, topic_vectors(), lr=1e-2)
+    net, cold = trained(model, split, topic_vectors(), **extra)
     _, pop = trained("popularity", split)
     random_recall = 10 / N_ITEMS
     assert cold["recall@10"] > 2 * random_recall > pop["recall@10"], (cold, pop)
+    if model == "sasrec_content":
+        assert not net.item_emb.weight[torch.as_tensor(split.cold_items)].any()
 
 
 def test_models_needing_features_say_so(split):

@@ -74,6 +74,8 @@ class SASRec(Recommender):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(hidden, config.heads, config.dropout) for _ in range(config.layers)])
         self.ln_f = nn.LayerNorm(hidden)
+        # Items the training loss may rank a target against (None: all). Not a buffer: only training reads it.
+        self.train_candidates: torch.Tensor | None = None
 
     def item_table(self) -> torch.Tensor:
         """(n_items, hidden): each item's input embedding, also its output embedding."""
@@ -104,8 +106,15 @@ class SASRec(Recommender):
         keep = targets >= 0
         h, t = hidden[keep], targets[keep]
         if self.loss_kind == "ce":  # summed, then divided by the epoch's mean positions per batch (see batches)
-            return F.cross_entropy(h @ table.T, t, reduction="sum") / batch["positions"]
-        negatives = torch.randint(0, self.n_items, t.shape, device=t.device)
+            logits = h @ table.T
+            if self.train_candidates is not None:
+                logits = logits.masked_fill(~self.train_candidates, float("-inf"))
+            return F.cross_entropy(logits, t, reduction="sum") / batch["positions"]
+        if self.train_candidates is None:
+            negatives = torch.randint(0, self.n_items, t.shape, device=t.device)
+        else:
+            pool = self.train_candidates.nonzero().squeeze(1)
+            negatives = pool[torch.randint(0, len(pool), t.shape, device=t.device)]
         pos = (h * table[t]).sum(-1)
         neg = (h * table[negatives]).sum(-1)
         return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]),

@@ -3,10 +3,17 @@ optional learned ID embedding. Everything else — blocks, losses, scoring — i
 
 With `id_embedding: false` an item is its content only, so items that share a text share a
 representation; with it, the ID embedding (started at zero) learns what the content misses.
+
+Only items of the training histories compete in the training loss. A held-out item (cold start) would
+otherwise only ever be a negative, and its ID embedding would learn to rank it below every trained item;
+left out, its ID embedding stays zero and it is ranked by its content.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +29,7 @@ class SASRecContentConfig(SASRecConfig):
 
 @register("sasrec_content", SASRecContentConfig)
 class SASRecContent(SASRec):
-    """SASRec whose items are projections of their content vectors (plus an optional ID embedding)."""
+    """SASRec over projections of the items' content vectors (plus an ID embedding); ranks items never trained on."""
 
     item_inputs = "features"
 
@@ -36,6 +43,11 @@ class SASRecContent(SASRec):
         else:
             self.item_emb = None
         self.project = nn.Sequential(nn.Linear(features.shape[1], self.hidden), nn.LayerNorm(self.hidden))
+
+    def prepare(self, train: Sequence[np.ndarray]) -> None:
+        seen = torch.zeros(self.n_items, dtype=torch.bool, device=self.device)
+        seen[torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.int64) for s in train]), device=self.device)] = True
+        self.train_candidates = seen
 
     def item_table(self) -> torch.Tensor:
         table = self.project(self.features) * self.hidden ** -0.5
