@@ -151,7 +151,7 @@ def job_status(client, job_id: str, patience_s: float = STATUS_PATIENCE_S):
             time.sleep(1)
 
 
-def follow(client, job_id: str, out: TextIO, patience_s: float = STATUS_PATIENCE_S) -> str:
+def follow(client, job_id: str, out: TextIO) -> str:
     """Stream the job's driver output while polling its status; returns the final status name.
 
     The status decides the end, not the log stream: a job stopped before it started has no stream that ends.
@@ -164,7 +164,7 @@ def follow(client, job_id: str, out: TextIO, patience_s: float = STATUS_PATIENCE
 
     async def watch() -> str:
         logs = asyncio.create_task(tail())
-        while not (status := await asyncio.to_thread(job_status, client, job_id, patience_s)).is_terminal():
+        while not (status := await asyncio.to_thread(job_status, client, job_id)).is_terminal():
             await asyncio.sleep(1)
         await asyncio.wait({logs}, timeout=LOG_GRACE_S)  # the last lines may trail the status
         logs.cancel()

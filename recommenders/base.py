@@ -195,6 +195,14 @@ class Recommender(nn.Module, ABC):
 BUCKET_POOL = 50  # batches per pool sorted by length: wide enough to bucket, narrow enough to stay random
 
 
+def trained_items(train: Sequence[np.ndarray], n_items: int, device: torch.device) -> torch.Tensor:
+    """(n_items,) bool: the items of at least one training history, the only ones a loss should rank a target
+    against (a held-out item that is only ever a negative learns to rank last)."""
+    seen = torch.zeros(n_items, dtype=torch.bool, device=device)
+    seen[torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.int64) for s in train])).to(device)] = True
+    return seen
+
+
 def shuffled_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
                      length_buckets: bool = False) -> list[np.ndarray]:
     """Indexes of examples in random batches. With `length_buckets`, the shuffled examples are sorted by

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recommenders.base import trained_items
 from recommenders.models.sasrec import SASRec, SASRecConfig
 from recommenders.registry import register
 
@@ -45,9 +46,7 @@ class SASRecContent(SASRec):
         self.project = nn.Sequential(nn.Linear(features.shape[1], self.hidden), nn.LayerNorm(self.hidden))
 
     def prepare(self, train: Sequence[np.ndarray]) -> None:
-        seen = torch.zeros(self.n_items, dtype=torch.bool, device=self.device)
-        seen[torch.as_tensor(np.concatenate([np.asarray(s, dtype=np.int64) for s in train]), device=self.device)] = True
-        self.train_candidates = seen
+        self.train_candidates = trained_items(train, self.n_items, self.device)
 
     def item_table(self) -> torch.Tensor:
         table = self.project(self.features) * self.hidden ** -0.5

@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from pipeline.config import Section
-from recommenders.base import Recommender, sequence_batches
+from recommenders.base import Recommender, sequence_batches, trained_items
 from recommenders.evaluate import pad_histories
 from recommenders.registry import register
 
@@ -65,9 +65,7 @@ class TwoTower(Recommender):
         self.register_buffer("trained", torch.ones(n_items, dtype=torch.bool))
 
     def prepare(self, train: Sequence[np.ndarray]) -> None:
-        seen = np.concatenate([np.asarray(s, dtype=np.int64) for s in train])
-        self.trained.zero_()
-        self.trained[torch.from_numpy(seen).to(self.device)] = True
+        self.trained.copy_(trained_items(train, self.n_items, self.device))
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         index = torch.arange(self.n_items, device=self.device) if items is None else items
