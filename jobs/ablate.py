@@ -30,14 +30,13 @@ from extractors.embed import TemplateError, template_fields
 from jobs.embed import run_embed
 from jobs.ingest import run_ingest
 from jobs.quantize import run_quantize
-from pipeline.config import SeerecConfig, validate_config
-from pipeline.logs import setup_logging
+from pipeline.config import SeerecConfig
 from pipeline.runtime import StageSummary, init_ray
 from pipeline.schema import KEY, is_vector_field
 from pipeline.store import ItemStore, StoreError
 from recommenders import ablation as ab
 from recommenders.data import RecommenderError
-from recommenders.experiment import Prepared, prepare_data, run_train
+from recommenders.experiment import Prepared, prepare_data
 from recommenders.features import load_item_features
 from recommenders.registry import model_class
 
@@ -165,7 +164,7 @@ def train_cells(cfg: SeerecConfig, runs: list[SeerecConfig], cells: list[ab.Cell
     from tqdm import tqdm
 
     init_ray(cfg.ray)
-    task = ray.remote(num_cpus=cfg.ablate.cpus, num_gpus=cfg.ablate.gpus, max_retries=0)(train_cell)
+    task = ray.remote(num_cpus=cfg.ablate.cpus, num_gpus=cfg.ablate.gpus, max_retries=0)(ab.train_cell)
     refs = {task.remote(run.model_dump(mode="json"), cell): cell for run, cell in zip(runs, cells, strict=True)}
     # Outside a terminal a redrawn bar would run into the log lines, which name each finished cell anyway.
     with tqdm(total=len(refs), desc="ablation cells", unit="cell", disable=not sys.stderr.isatty()) as bar:
@@ -176,20 +175,6 @@ def train_cells(cfg: SeerecConfig, runs: list[SeerecConfig], cells: list[ab.Cell
             seconds = ray.get(ready[0])  # a failed cell raises here and stops the job; finished cells stay done
             bar.update()
             log.info("cell %s finished in %.0fs", cell.path, seconds)
-
-
-def train_cell(config: dict, cell: ab.Cell) -> float:
-    """A Ray task: `finish_cell` in a worker, with seerec's logging; returns its seconds."""
-    setup_logging()
-    started = time.perf_counter()
-    finish_cell(validate_config(config), cell)
-    return time.perf_counter() - started
-
-
-def finish_cell(run: SeerecConfig, cell: ab.Cell) -> None:
-    """Train one cell into its run folder, then mark it finished (last, so a kill leaves it pending)."""
-    run_train(run)
-    ab.mark_finished(run, cell)
 
 
 def _with_split(cfg: SeerecConfig, split: str) -> SeerecConfig:

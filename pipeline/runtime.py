@@ -37,6 +37,9 @@ def local_ray(cfg: RayConfig) -> bool:
     return not (cfg.address or os.environ.get("RAY_ADDRESS"))
 
 
+QUIET_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")  # progress bars off outside a terminal
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Join an existing cluster (config address or RAY_ADDRESS, as `ray job submit` sets) or start one."""
     if local_ray(cfg) and "ray" not in sys.modules:
@@ -56,10 +59,14 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         log.info("joined Ray cluster at %s", address)
     else:
-        # Outside a terminal, bars that the workers draw (model loading) would reach the log as '\r' fragments.
-        quiet = {} if sys.stderr.isatty() else {"env_vars": {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
+        if not sys.stderr.isatty():
+            # Bars that the workers draw (model loading) would reach the log as '\r' fragments. The workers of a
+            # local Ray inherit the driver's environment; a runtime_env would instead make Ray start a new worker
+            # for the first task rather than use the ones it started with the cluster (about 1 s on 2 cores).
+            for name in QUIET_ENV:
+                os.environ.setdefault(name, "1")
         ray.init(num_cpus=cfg.num_cpus or os.cpu_count(), num_gpus=cfg.num_gpus,
-                 include_dashboard=False, log_to_driver=True, runtime_env=quiet or None, logging_level=logging.WARNING)
+                 include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
         log.info("started a local Ray with %s CPUs", ray.cluster_resources().get("CPU"))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # in place of Ray's, which exits without a word

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ID_ROW, SeerecConfig  # ID_ROW: the feature-set name of the ID-only row
+from pipeline.config import ID_ROW, SeerecConfig, validate_config  # ID_ROW: the feature-set name of the ID-only row
+from pipeline.logs import setup_logging
 from recommenders.data import RecommenderError
 from recommenders.evaluate import EvalResult, metrics_from_ranks
+from recommenders.experiment import run_train
 from recommenders.registry import model_class
 
 CELL_FILE = "cell.json"
@@ -115,6 +118,22 @@ def finished(run: SeerecConfig) -> bool:
 def mark_finished(run: SeerecConfig, cell: Cell) -> None:
     (run_dir(run) / CELL_FILE).write_text(json.dumps({"config_hash": config_hash(run), "split": cell.split,
                                                       "feature_set": cell.feature_set, "model": cell.model}))
+
+
+def train_cell(config: dict, cell: Cell) -> float:
+    """A Ray task: `finish_cell` in a worker, with seerec's logging; returns its seconds. It lives here, not in
+    the job module, so a worker imports only the recommenders (the job's embedding stages cost a second worker
+    about 2 s of imports on 2 cores)."""
+    setup_logging()
+    started = time.perf_counter()
+    finish_cell(validate_config(config), cell)
+    return time.perf_counter() - started
+
+
+def finish_cell(run: SeerecConfig, cell: Cell) -> None:
+    """Train one cell into its run folder, then mark it finished (last, so a kill leaves it pending)."""
+    run_train(run)
+    mark_finished(run, cell)
 
 
 # ---- statistics -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pyarrow as pa
 from extractors.describe.prompts import PromptSet
 from extractors.embed import TextEmbedder, render_texts, text_model_id
 from extractors.transcribe import transcribe_model_id
-from jobs.ablate import finish_cell, make_semantic_ids, plan_ablation, write_outputs
+from jobs.ablate import make_semantic_ids, plan_ablation, write_outputs
 from jobs.describe_audio import audio_generation_params
 from jobs.ingest import run_ingest
 from jobs.quantize import run_quantize
@@ -25,6 +25,7 @@ from pipeline.config import SeerecConfig, validate_config
 from pipeline.models import model_identity
 from pipeline.schema import audio_description_family, description_family, transcript_family, vector_family
 from pipeline.store import ItemStore
+from recommenders import ablation as ab
 
 SCRIPT_TITLE = "<script>window.__pwned = 1</script>"
 ATTRIBUTE_TITLE = '"><img src=x onerror="window.__pwned = 2">'
@@ -120,7 +121,7 @@ def ablate_in_process(cfg: SeerecConfig) -> Path:
     plan = plan_ablation(cfg)
     make_semantic_ids(plan.runs, plan.cells)
     for cell in plan.cells:
-        finish_cell(plan.runs[cell], cell)
+        ab.finish_cell(plan.runs[cell], cell)
     write_outputs(cfg, plan)
     return Path(cfg.train.runs_dir) / cfg.ablate.name
 

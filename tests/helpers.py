@@ -185,30 +185,31 @@ def marked_pids(match) -> list[int]:
     return found
 
 
-def kill_process_group(pgid: int, timeout_s: float = 30) -> None:
-    """SIGKILL every live process of a group that a test started with `start_new_session=True`, until none is
-    left: a SIGKILLed driver of a local Ray leaves its GCS, raylet and workers to die after it (or not). Only this
-    group: `ray stop` would end every Ray on the machine."""
+def kill_session(sid: int, timeout_s: float = 30) -> None:
+    """SIGKILL every live process of the session that a test started with `start_new_session=True`, until none is
+    left: a SIGKILLed driver of a local Ray leaves its GCS, raylet and workers to die after it (or not), and Ray
+    puts each worker in a process group of its own, so the session is what holds them all. Only this session:
+    `ray stop` would end every Ray on the machine."""
     deadline = time.monotonic() + timeout_s
-    while pids := group_pids(pgid):
+    while pids := session_pids(sid):
         for pid in pids:
             _kill(pid)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"processes {pids} of process group {pgid} survived SIGKILL")
+            raise RuntimeError(f"processes {pids} of session {sid} survived SIGKILL")
         time.sleep(0.2)
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of a process group (zombies are dead already: their parent reaps them)."""
+def session_pids(sid: int) -> list[int]:
+    """Live processes of a session (zombies are dead already: their parent reaps them)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            state, _, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            state, _, _, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
         except OSError:  # gone
             continue
-        if int(group) == pgid and state != "Z":
+        if int(session) == sid and state != "Z":
             found.append(int(entry.name))
     return found
 

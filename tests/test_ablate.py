@@ -34,7 +34,7 @@ from pipeline.schema import KEY, TIMESTAMP, catalog_schema, vector_family, vecto
 from pipeline.store import ItemStore
 from recommenders import ablation as ab
 from recommenders.data import RecommenderError
-from tests.helpers import REPO, kill_process_group
+from tests.helpers import REPO, kill_session
 from tests.test_recommenders import FAST, N_ITEMS, synthetic_frame, topic_vectors
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -244,7 +244,7 @@ def test_a_killed_ablation_resumes_without_retraining_its_finished_cells(tmp_pat
         os.kill(job.pid, signal.SIGKILL)  # the driver, as `kill -9` would
         job.wait()
     finally:
-        kill_process_group(job.pid)  # what the driver's Ray left behind, and nothing else
+        kill_session(job.pid)  # what the driver's Ray left behind, its workers too, and nothing else
     cells = ab.grid(cfg, settings["feature_sets"])
     runs = {cell.path: ab.cell_config(cfg, cell) for cell in cells}
     done = {path for path, run in runs.items() if ab.finished(run)}
