@@ -122,8 +122,8 @@ def mark_finished(run: SeerecConfig, cell: Cell) -> None:
 
 def train_cell(config: dict, cell: Cell) -> float:
     """A Ray task: `finish_cell` in a worker, with seerec's logging; returns its seconds. It lives here, not in
-    the job module, so a worker imports only the recommenders (the job's embedding stages cost a second worker
-    about 2 s of imports on 2 cores)."""
+    the job module, so a worker imports only the recommenders (the job module's embedding stages would add about
+    2 s of imports to each new worker on 2 cores)."""
     setup_logging()
     started = time.perf_counter()
     finish_cell(validate_config(config), cell)

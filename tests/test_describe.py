@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from jobs.synthetic import make_catalog
 from pipeline.config import DescribeConfig, PromptConfig, load_config
 from pipeline.models import model_identity
 from pipeline.store import ItemStore
-from tests.helpers import flushed_descriptions, require_shared, vllm_gpu_missing
+from tests.helpers import flushed_descriptions, kill_session, require_shared, vllm_gpu_missing
 
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -225,7 +224,7 @@ def test_real_microlens_videos(make_config, tiny_qwen, ray_local, tmp_path):
 
 @pytest.mark.slow
 def test_killed_job_resumes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
-    """SIGKILL the job's whole process group once rows are written; the re-run completes the rest."""
+    """SIGKILL the job's whole session once rows are written; the re-run completes the rest."""
     catalog = make_catalog(tmp_path / "syn", n_items=40, n_users=2, seed=7)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
@@ -246,7 +245,7 @@ def test_killed_job_resumes_exactly_once(tmp_path, tiny_qwen, tiny_clip):
         written = flushed_descriptions(store).num_rows
         assert 4 <= written < 40, f"the kill came too late or never ({written} rows written)"
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
+        kill_session(job.pid)  # the driver and its Ray, the describe actors too (each in a process group of its own)
         job.wait()
     first = flushed_descriptions(store)
     assert store.staging_tables("description"), "the killed job's flushes wait in its staging table"
