@@ -91,7 +91,7 @@ def _piece(container, stream, start: float, seconds: float, rate: int, known_len
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     wanted = int(round(seconds * rate))
     chunks, have, first_time = [], 0, None
-    for frame in container.decode(stream):
+    for frame in _frames(container, stream):
         if first_time is None:
             first_time = float(frame.pts * stream.time_base) if frame.pts is not None else start
         for out in resampler.resample(frame):
@@ -107,6 +107,20 @@ def _piece(container, stream, start: float, seconds: float, rate: int, known_len
         raise MediaError(f"is truncated: its header lists {start + seconds:.1f} s of audio, "
                          f"decoding ended at {start + len(audio) / rate:.1f} s")
     return audio.astype(np.float32, copy=False)
+
+
+def _frames(container, stream):
+    """The stream's decoded frames. A packet that fails to decode stops the item unless it is the stream's last:
+    a file cut short ends in a partial packet, which one decoding thread reports and frame threads drop, so
+    the shortfall check, not the thread count, decides the error record."""
+    failed = None
+    for packet in container.demux(stream):
+        if failed is not None and packet.size:  # a real packet after the bad one: corrupt, not cut short
+            raise failed
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as exc:
+            failed = exc
 
 
 def decode_audio_batch(batch: dict[str, np.ndarray], cfg: AudioConfig,
