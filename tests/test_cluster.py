@@ -122,7 +122,7 @@ def test_worker_node_killed_mid_job_then_rerun_completes_exactly_once(tmp_path, 
     would add one. The submitter sees the job's real outcome, and a re-run fills the store exactly once.
 
     The head has no CPUs (it runs only the driver, as in production), so every actor is on the doomed node."""
-    n_items = 40
+    n_items = 24  # the kill comes after 2 described rows; the rest is the re-run's
     config = write_config(tmp_path, n_items, tiny_qwen, tiny_clip, max_new_tokens=128)
     store = ItemStore(load_config(config).store)
     with LocalCluster(head_cpus=0) as cluster:
