@@ -82,6 +82,10 @@ def item_vectors(split, text: np.ndarray, kind: str, dim: int = 64) -> np.ndarra
 
     if kind == "content":
         return text
+    if kind == "sasrec":
+        from benchmarks.bench_tiger_ids import collaborative_vectors
+
+        return collaborative_vectors(split, epochs=15, lr=4e-3)[0]
     users = np.concatenate([np.full(len(s), u) for u, s in enumerate(split.train)])
     items = np.concatenate(split.train)
     matrix = csr_matrix((np.ones(len(items), np.float32), (users, items)), shape=(split.n_users, split.n_items))
@@ -112,7 +116,8 @@ def train_seerec(split, ids: np.ndarray, args) -> tuple[object, dict]:
     """seerec's RPG and its training record: stopped by the step budget with its last weights (the equal-budget
     comparison), or, with `--time-limit-s`, by the loop's own time limit keeping the best validation epoch."""
     rpg = {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "dropout": args.dropout,
-           "max_len": 50, "temperature": args.temperature, "beam_size": CANDIDATES, "graph_neighbors": 50}
+           "max_len": 50, "temperature": args.temperature, "beam_size": CANDIDATES, "graph_neighbors": 50,
+           "objective": args.objective, "item_negatives": args.item_negatives}
     train = {"model": "rpg", "rpg": rpg, "epochs": 10 ** 6, "patience": 10 ** 6, "progress": False,
              "batch_size": args.batch_size, "lr": args.lr, "device": "cpu", "seed": 0, "cpu_threads": args.threads,
              "mask_history": False, "eval_batch_size": 1024, "lr_plateau_factor": args.lr_plateau_factor}
@@ -199,7 +204,8 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["beauty", "scientific"], default="beauty",
                         help="scientific: the same settings on Amazon Scientific (seerec only, with --skip-cornac)")
     parser.add_argument("--budget-s", type=float, default=420, help="seconds of training steps for each library")
-    parser.add_argument("--ids", choices=["content", "collaborative", "hybrid"], default="hybrid")
+    parser.add_argument("--ids", choices=["content", "collaborative", "hybrid", "sasrec"], default="hybrid",
+                        help="sasrec: the item embeddings of an ID-only SASRec (bench_tiger_ids.py's, cached)")
     parser.add_argument("--svd-dim", type=int, default=64, help="item factors of the collaborative part")
     parser.add_argument("--levels", type=int, default=32)
     parser.add_argument("--codebook", type=int, default=256)
@@ -209,6 +215,9 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--temperature", type=float, default=0.05)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--objective", choices=["digits", "digits+items"], default="digits+items",
+                        help="seerec's loss (train.rpg.objective)")
+    parser.add_argument("--item-negatives", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--eval-users", type=int, default=5000, help="a fixed random subset of test users (both)")
     parser.add_argument("--latency-users", type=int, default=64)

@@ -116,6 +116,21 @@ def test_graph_decoding_returns_catalog_items_and_recalls_the_exact_top():
     assert model.evaluation_report()["items_scored_per_user"] == 40 + 30 + 3 * (40 + 40 * 30)
 
 
+def test_the_item_objective_is_a_softmax_over_items_of_their_mean_digit_logits():
+    codes = random_codes(30, 6, 5, seed=2)
+    codes[9] = -1  # an item without an ID is no candidate
+    inputs = torch.tensor([[-1, 3, 7, 12], [1, 2, 4, 8]])
+    batch = {"inputs": inputs, "targets": torch.tensor([[-1, 7, 12, 0], [2, 4, 8, 16]]), "positions": 7.0}
+    digits, both = (tiny_model(codes, objective=objective, item_negatives=3000)
+                    for objective in ("digits", "digits+items"))  # 3,000 draws of 30 items: all are candidates
+    logits = both.digit_logits(both.encode_items(inputs)[batch["targets"] >= 0])
+    item_logits = torch.stack([logits[:, range(6), both.item_codes()[item]].mean(1) for item in range(30)], dim=1)
+    item_logits[:, 9] = -torch.inf
+    targets = batch["targets"][batch["targets"] >= 0]
+    expected = 6 * torch.nn.functional.cross_entropy(item_logits, targets, reduction="sum") / 7.0
+    assert (both.loss(batch) - digits.loss(batch)).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
 # ---- training, checkpoints, new items -------------------------------------------------------------
 def successor_ids(n_items: int = 40, seed: int = 0) -> np.ndarray:
     """Distinct 8-digit IDs over 4 codes (digits independent, as OPQ's)."""
@@ -139,6 +154,16 @@ def test_training_lowers_the_loss_and_learns_the_pattern(trained):
     model, split, history = trained
     losses = [h["loss"] for h in history if h["loss"] is not None]
     assert losses[-1] < 0.5 * losses[0], losses
+    assert evaluate(model, split.test, ks=(1, 10)).metrics["recall@1"] >= 0.9
+
+
+def test_training_with_the_item_objective_learns_the_pattern():
+    split = successor_split()
+    tcfg = validate_config({"train": {"model": "rpg", "epochs": 12, "batch_size": 32, "lr": 3e-3, "patience": 4,
+                                      **FAST, "rpg": {**TINY, "hidden": 64, "objective": "digits+items",
+                                                      "item_negatives": 8}}}).train
+    model = build_model(tcfg, split.n_users, split.n_items, successor_ids())
+    fit(model, split, tcfg)
     assert evaluate(model, split.test, ks=(1, 10)).metrics["recall@1"] >= 0.9
 
 

@@ -11,6 +11,11 @@ whose digits, unlike TIGER's levels, carry no order. The model:
 - Multi-token head: one residual projection per digit turns the hidden state into a query for that digit;
   its logits are the cosine similarities to that digit's code embeddings divided by `temperature`. The loss
   is the sum over digits of their cross-entropies, at every position (all digits predicted in parallel).
+  `objective: digits+items` adds an item-level cross-entropy whose item logits are the means of their
+  digits' logits, which rank items as the scoring does (a digit's normalizer is the same for every item):
+  one softmax over items instead of `levels` independent ones over codes. Each target is ranked against the
+  batch's targets and `item_negatives` uniform catalog items (the whole catalog costs as much again as
+  the digit logits on a CPU).
 - Scoring: an item's score is the sum of its digits' log-probabilities. `scoring: exact` sums them for every
   catalog item (one gather per digit over the code table): the exact ranking. `scoring: graph` is the fast
   path for large catalogs: a kNN graph links each item to the `graph_neighbors` items sharing most digits
@@ -53,6 +58,11 @@ class RPGConfig(SASRecConfig):
     codebook_size: int | None = Field(None, ge=1)
     # Digit logits are cosine similarities divided by this (small: sharp per-digit distributions).
     temperature: float = Field(0.07, gt=0)
+    # digits: a cross-entropy per digit; digits+items: plus a softmax over items of their mean digit logits
+    # (on Amazon Beauty, better at equal training time: BENCHMARKS.md, "RPG's item objective").
+    objective: Literal["digits", "digits+items"] = "digits+items"
+    # digits+items: uniformly drawn catalog items each target is ranked against, besides the batch's targets.
+    item_negatives: int = Field(512, ge=1)
     # exact: every catalog item's summed digit log-probability; graph: a walk over the code kNN graph.
     scoring: Literal["exact", "graph"] = "exact"
     # graph: items kept per step, which are the candidates of the final ranking.
@@ -75,6 +85,7 @@ class RPG(SASRec):
         self.item_emb = None  # items are their digits
         self.levels, self.vocab = self.semantic_ids.shape[1], config.codebook_size + 1
         self.temperature, self.scoring = config.temperature, config.scoring
+        self.objective, self.item_negatives = config.objective, config.item_negatives
         self.beam_size, self.graph_neighbors, self.graph_steps = (config.beam_size, config.graph_neighbors,
                                                                   config.graph_steps)
         self.digit_emb = nn.Embedding(self.levels * self.vocab, self.hidden)
@@ -150,7 +161,26 @@ class RPG(SASRec):
         logits = self.digit_logits(hidden[keep])
         codes = self.item_codes()[targets[keep]]
         # Summed over digits and positions, then divided by the epoch's mean positions per batch (see batches).
-        return F.cross_entropy(logits.reshape(-1, self.vocab), codes.reshape(-1), reduction="sum") / batch["positions"]
+        loss = F.cross_entropy(logits.reshape(-1, self.vocab), codes.reshape(-1), reduction="sum")
+        if self.objective == "digits+items":
+            drawn = torch.randint(0, self.n_items, (self.item_negatives,), device=self.device)
+            candidates, index = torch.unique(torch.cat([targets[keep], drawn]), return_inverse=True)
+            items = self.summed(logits, candidates) / self.levels
+            items = items.masked_fill(~self.has_id()[candidates], -torch.inf)
+            loss = loss + self.levels * F.cross_entropy(items, index[:len(codes)], reduction="sum")
+        return loss / batch["positions"]
+
+    def code_matrix(self, items: torch.Tensor) -> torch.Tensor:
+        """Sparse CSR (len(items), levels * vocab) with a 1 at each of the items' digit codes."""
+        n, offsets = len(items), torch.arange(self.levels, device=self.device) * self.vocab
+        return torch.sparse_csr_tensor(torch.arange(0, n * self.levels + 1, self.levels, device=self.device),
+                                       (self.item_codes()[items] + offsets).flatten(),
+                                       torch.ones(n * self.levels, device=self.device), (n, self.levels * self.vocab),
+                                       check_invariants=False)  # sorted by construction: a digit's codes follow
+
+    def summed(self, digit_values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(N, len(items)): each item's sum of its digits' values (N, levels, vocab), one sparse product."""
+        return (self.code_matrix(items) @ digit_values.flatten(1).T).T
 
     # ---- scoring ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -166,29 +196,22 @@ class RPG(SASRec):
         return scores.masked_fill(~self.has_id()[items], -torch.inf)
 
     def exact_scores(self, log_probs: torch.Tensor) -> torch.Tensor:
-        """(B, n_items): every catalog item's score, one gather per digit."""
-        codes = self.item_codes()
-        scores = torch.zeros(len(log_probs), self.n_items, device=log_probs.device)
-        for digit in range(self.levels):
-            scores += log_probs[:, digit, codes[:, digit]]
-        return scores.masked_fill(~self.has_id(), -torch.inf)
+        """(B, n_items): every catalog item's score."""
+        catalog = torch.arange(self.n_items, device=self.device)
+        return self.summed(log_probs, catalog).masked_fill(~self.has_id(), -torch.inf)
 
     @property
     def graph(self) -> torch.Tensor:
         """(n_items, k) neighbours of each item: the items with an ID sharing most digits with it."""
         if self._graph is None:
             # Shared digits = one-hot(codes) · one-hot(codes)ᵀ: a sparse product, one chunk of items at a time.
-            flat = (self.item_codes() + torch.arange(self.levels, device=self.device) * self.vocab).flatten()
-            rows = torch.arange(self.n_items, device=self.device).repeat_interleave(self.levels)
-            onehot = torch.sparse_coo_tensor(torch.stack([rows, flat]), torch.ones(len(flat), device=self.device),
-                                             (self.n_items, self.levels * self.vocab), check_invariants=True).coalesce()
-            by_code = onehot.t().coalesce()
+            by_code = self.code_matrix(torch.arange(self.n_items, device=self.device)).t()
             valid = self.has_id()
             k = min(self.graph_neighbors, max(1, self.n_items - 1))
             parts = []
             for start in range(0, self.n_items, 1024):
                 chunk = torch.arange(start, min(start + 1024, self.n_items), device=self.device)
-                shared = torch.sparse.mm(onehot.index_select(0, chunk), by_code).to_dense()  # (chunk, n_items)
+                shared = (self.code_matrix(chunk) @ by_code).to_dense()  # (chunk, n_items)
                 shared[:, ~valid] = -1.0
                 shared[torch.arange(len(chunk), device=self.device), chunk] = -1.0  # not itself
                 parts.append(torch.topk(shared, k).indices)
