@@ -13,11 +13,11 @@ whose digits, unlike TIGER's levels, carry no order. The model:
   is the sum over digits of their cross-entropies, at every position (all digits predicted in parallel).
   `objective: digits+items` adds an item-level cross-entropy whose item logits are the means of their
   digits' logits, which rank items as the scoring does (a digit's normalizer is the same for every item):
-  one softmax over items instead of `levels` independent ones over codes. Each target is ranked against the
-  batch's targets and `item_negatives` uniform catalog items (the whole catalog costs as much again as
-  the digit logits on a CPU).
+  one softmax over items instead of `levels` independent ones over codes, weighted as `levels` digits. Each
+  target is ranked against the batch's targets and `item_negatives` uniform catalog items (the whole catalog
+  costs as much again as the digit logits on a CPU).
 - Scoring: an item's score is the sum of its digits' log-probabilities. `scoring: exact` sums them for every
-  catalog item (one gather per digit over the code table): the exact ranking. `scoring: graph` is the fast
+  catalog item (one sparse product with the catalog's one-hot codes): the exact ranking. `scoring: graph` is the fast
   path for large catalogs: a kNN graph links each item to the `graph_neighbors` items sharing most digits
   with it; decoding starts from the most popular training items and the neighbours of the user's last item,
   then `graph_steps` times scores the neighbours of the current `beam_size` best and keeps the best. Only
@@ -158,16 +158,16 @@ class RPG(SASRec):
         targets = batch["targets"]
         keep = targets >= 0
         keep[keep.clone()] = self.has_id()[targets[keep]]  # items without an ID cannot be predicted
-        logits = self.digit_logits(hidden[keep])
-        codes = self.item_codes()[targets[keep]]
+        logits, kept = self.digit_logits(hidden[keep]), targets[keep]
+        codes = self.item_codes()[kept]
         # Summed over digits and positions, then divided by the epoch's mean positions per batch (see batches).
         loss = F.cross_entropy(logits.reshape(-1, self.vocab), codes.reshape(-1), reduction="sum")
         if self.objective == "digits+items":
             drawn = torch.randint(0, self.n_items, (self.item_negatives,), device=self.device)
-            candidates, index = torch.unique(torch.cat([targets[keep], drawn]), return_inverse=True)
+            candidates, index = torch.unique(torch.cat([kept, drawn]), return_inverse=True)
             items = self.summed(logits, candidates) / self.levels
             items = items.masked_fill(~self.has_id()[candidates], -torch.inf)
-            loss = loss + self.levels * F.cross_entropy(items, index[:len(codes)], reduction="sum")
+            loss = loss + self.levels * F.cross_entropy(items, index[:len(kept)], reduction="sum")
         return loss / batch["positions"]
 
     def code_matrix(self, items: torch.Tensor) -> torch.Tensor:
