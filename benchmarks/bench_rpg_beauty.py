@@ -120,7 +120,8 @@ def train_seerec(split, ids: np.ndarray, args) -> tuple[object, dict]:
            "objective": args.objective, "item_negatives": args.item_negatives}
     train = {"model": "rpg", "rpg": rpg, "epochs": 10 ** 6, "patience": 10 ** 6, "progress": False,
              "batch_size": args.batch_size, "lr": args.lr, "device": "cpu", "seed": 0, "cpu_threads": args.threads,
-             "mask_history": False, "eval_batch_size": 1024, "lr_plateau_factor": args.lr_plateau_factor}
+             "mask_history": False, "eval_batch_size": 1024, "lr_plateau_factor": args.lr_plateau_factor,
+             "lr_schedule": args.lr_schedule}
     steps = -(-sum(1 for s in split.train if len(s) >= 2) // args.batch_size)
     if args.time_limit_s is None:
         model, budget = fit_within_budget(validate_config({"train": train}).train, split, ids, args.budget_s,
@@ -229,6 +230,8 @@ def main() -> None:
                              "seconds, early stopping by --patience, and keep the best validation epoch")
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr-plateau-factor", type=float, default=1.0)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="train.lr_schedule (cosine: to 0 over --time-limit-s)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -340,6 +340,10 @@ class TrainConfig(Section):
     # Multiply the learning rate by this after every validation that is not a new best (1: constant lr).
     # Settles a model whose validation NDCG@10 has stopped climbing and only wobbles.
     lr_plateau_factor: float = Field(1.0, gt=0, le=1)
+    # cosine: each epoch's lr falls from `lr` toward 0 along half a cosine over the training budget (`epochs`,
+    # or `time_limit_s` when that runs out first, by the time spent), so the last epochs refine instead of
+    # wobbling; constant: `lr` throughout. Any plateau cuts multiply either.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     # Stop after this many validations without a better NDCG@10; the best epoch's weights are kept.
     patience: int = Field(5, ge=1)
     # Stop after the first epoch that ends this many seconds after training began (validation included);

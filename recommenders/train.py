@@ -2,9 +2,9 @@
 
 `build_model(tcfg, ...)` makes the configured model from its config section, its weights seeded by
 `tcfg.seed`. `fit(model, split, tcfg)` trains it: Adam over `model.batches`, validation NDCG@10 after every
-epoch (the untrained model's is recorded, not counted as a best), the lr cut on a plateau
-(`lr_plateau_factor`), early stopping after `patience` epochs without a new best, tqdm bars with live loss
-and metrics, and the best epoch's weights loaded back at the end.
+epoch (the untrained model's is recorded, not counted as a best), a constant or cosine lr (`lr_schedule`)
+cut on a plateau (`lr_plateau_factor`), early stopping after `patience` epochs without a new best, tqdm bars
+with live loss and metrics, and the best epoch's weights loaded back at the end.
 
 On Ray Train workers (`recommenders.distributed`) the same `fit` runs with the worker's `rank` of `world`
 and a `wrap` that turns the model into Ray Train's DistributedDataParallel module: each worker then steps
@@ -14,6 +14,7 @@ on every world-th user's sequence and DDP averages the gradients.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -85,6 +86,9 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
     best, best_state, best_epoch, best_seconds, waited = -np.inf, None, 0, 0.0, 0
     step = wrap(model) if wrap else model  # calling it computes the loss (Recommender.forward)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    plateau_scale = 1.0  # the product of the plateau cuts so far
+    # Seconds since training began, as every worker agrees (the slowest one's), for the time budget's decisions.
+    seconds = _over_workers(time.perf_counter() - started, device, world, "max")
     epochs = tqdm(range(1, tcfg.epochs + 1), desc=model.name, disable=not tcfg.progress or rank > 0, unit="epoch")
     for epoch in epochs:
         model.train()
@@ -92,9 +96,11 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
         batches = model.batches(train, tcfg.batch_size, rng)
         if world > 1:  # DDP needs the same number of steps on every worker, or its all-reduce waits forever
             batches = list(batches)
-            batches = batches[:_min_over_workers(len(batches), device)]
+            batches = batches[:int(_over_workers(len(batches), device, world, "min"))]
         steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not tcfg.progress or rank > 0,
                      unit="batch")
+        for group in optimizer.param_groups:
+            group["lr"] = tcfg.lr * plateau_scale * _schedule(tcfg, epoch, seconds)
         for batch in steps:
             loss = step(batch)
             optimizer.zero_grad(set_to_none=True)
@@ -110,8 +116,7 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
             best_state = _copy_state(model)
         else:
             waited += 1
-            for group in optimizer.param_groups:
-                group["lr"] *= tcfg.lr_plateau_factor
+            plateau_scale *= tcfg.lr_plateau_factor
         epochs.set_postfix(loss=f"{history[-1]['loss'] or 0.0:.4f}", ndcg10=f"{ndcg:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
         if not tcfg.progress:
@@ -120,7 +125,8 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
         if waited >= tcfg.patience:
             log.info("no better validation NDCG@10 for %d epochs: stopping at epoch %d", waited, epoch)
             break
-        if tcfg.time_limit_s is not None and time.perf_counter() - started >= tcfg.time_limit_s:
+        seconds = _over_workers(time.perf_counter() - started, device, world, "max")
+        if tcfg.time_limit_s is not None and seconds >= tcfg.time_limit_s:
             log.info("time limit of %.0f s reached: stopping at epoch %d", tcfg.time_limit_s, epoch)
             break
     if best_state is not None:  # None only if no validation gave a number (NaN): the last weights stay
@@ -128,12 +134,27 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
     return _with_best(history, best_epoch, best_seconds)
 
 
-def _min_over_workers(value: int, device: torch.device) -> int:
+def _schedule(tcfg: TrainConfig, epoch: int, seconds: float) -> float:
+    """The lr's multiplier for `epoch` (from 1), which starts `seconds` into training: 1 for a constant lr; for
+    a cosine, half a cosine period over whichever budget runs out first, the epochs or the time limit."""
+    if tcfg.lr_schedule == "constant":
+        return 1.0
+    spent = (epoch - 1) / tcfg.epochs
+    if tcfg.time_limit_s is not None:
+        spent = max(spent, seconds / tcfg.time_limit_s)
+    return 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
+
+
+def _over_workers(value: float, device: torch.device, world: int, op: str) -> float:
+    """The min or max of `value` over the DDP workers, so all take the same decision (a worker that stops or
+    steps alone leaves the others waiting in an all-reduce forever); `value` itself on one worker."""
+    if world == 1:
+        return value
     import torch.distributed as dist
 
-    tensor = torch.tensor([value], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return int(tensor.item())
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def _copy_state(model: Recommender) -> dict:

@@ -38,7 +38,7 @@ from recommenders.evaluate import evaluate
 from recommenders.experiment import prepare_data, run_compare, run_train
 from recommenders.features import load_item_features
 from recommenders.runs import load_run
-from recommenders.train import build_model, fit
+from recommenders.train import _schedule, build_model, fit
 
 N_ITEMS, N_TOPICS, DIM = 60, 6, 16
 FAST = {"progress": False, "eval_batch_size": 512, "patience": 3, "cpu_threads": 1}
@@ -258,6 +258,17 @@ def test_lr_plateau_factor_cuts_the_lr_after_each_epoch_without_a_new_best(split
         else:
             expected, cuts = expected * 0.5, cuts + 1
     assert cuts > 0
+
+
+def test_cosine_lr_falls_to_zero_over_the_epochs_or_the_time_limit(split):
+    tcfg = train_config("bpr", lr=0.5, epochs=4, patience=8, lr_schedule="cosine")
+    history = fit(build_model(tcfg, split.n_users, split.n_items, None), split, tcfg)
+    assert [entry["lr"] for entry in history[1:]] == pytest.approx([0.5, 0.5 * 0.8535534, 0.25, 0.5 * 0.1464466])
+    timed = train_config("bpr", epochs=100, lr_schedule="cosine", time_limit_s=100)
+    assert _schedule(timed, 1, 50.0) == pytest.approx(0.5)  # half the time spent: the cosine's midpoint
+    assert _schedule(timed, 51, 10.0) == pytest.approx(0.5)  # half the epochs, whichever budget runs out first
+    assert _schedule(timed, 2, 150.0) == 0.0
+    assert _schedule(train_config("bpr", time_limit_s=100), 2, 50.0) == 1.0
 
 
 def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best(split):
