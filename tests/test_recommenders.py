@@ -391,9 +391,11 @@ def test_compare_writes_table_csv_and_chart(tmp_path):
 
 @pytest.mark.slow
 def test_ray_train_data_parallel_workers(tmp_path, ray_local):
-    cfg = run_config(tmp_path, model="sasrec", workers=2, epochs=3, lr=5e-3, batch_size=64, name="dp")
+    cfg = run_config(tmp_path, model="sasrec", workers=2, epochs=3, lr=8e-3, batch_size=64, name="dp",
+                     lr_schedule="cosine", time_limit_s=1e6)  # the workers agree on the time spent
     result = run_train(cfg)
     assert result.metrics["test"]["ndcg@10"] > 0.3  # popularity is about .06 here
+    assert [entry["lr"] for entry in result.metrics["history"][1:]] == pytest.approx([8e-3, 6e-3, 2e-3])
     model, _ = load_run(tmp_path / "runs" / "dp")
     assert torch.equal(model.item_emb.weight, result.model.item_emb.weight.cpu())
 
