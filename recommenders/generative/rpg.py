@@ -28,6 +28,7 @@ Digits after an ID's end (IDs of mixed length) use the extra code `vocab - 1`, a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -173,10 +174,13 @@ class RPG(SASRec):
     def code_matrix(self, items: torch.Tensor) -> torch.Tensor:
         """Sparse CSR (len(items), levels * vocab) with a 1 at each of the items' digit codes."""
         n, offsets = len(items), torch.arange(self.levels, device=self.device) * self.vocab
-        return torch.sparse_csr_tensor(torch.arange(0, n * self.levels + 1, self.levels, device=self.device),
-                                       (self.item_codes()[items] + offsets).flatten(),
-                                       torch.ones(n * self.levels, device=self.device), (n, self.levels * self.vocab),
-                                       check_invariants=False)  # sorted by construction: a digit's codes follow
+        with warnings.catch_warnings():  # torch calls its CSR support beta; the product here is all it is asked
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+            return torch.sparse_csr_tensor(torch.arange(0, n * self.levels + 1, self.levels, device=self.device),
+                                           (self.item_codes()[items] + offsets).flatten(),
+                                           torch.ones(n * self.levels, device=self.device),
+                                           (n, self.levels * self.vocab),
+                                           check_invariants=False)  # sorted by construction: digit after digit
 
     def summed(self, digit_values: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(N, len(items)): each item's sum of its digits' values (N, levels, vocab), one sparse product."""
