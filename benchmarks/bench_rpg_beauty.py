@@ -127,7 +127,8 @@ def train_seerec(split, ids: np.ndarray, args) -> tuple[object, dict]:
         model, budget = fit_within_budget(validate_config({"train": train}).train, split, ids, args.budget_s,
                                           valid_users=2000)
         return model, budget.report(steps)
-    tcfg = validate_config({"train": {**train, "patience": args.patience, "time_limit_s": args.time_limit_s}}).train
+    tcfg = validate_config({"train": {**train, "patience": args.patience, "time_limit_s": args.time_limit_s,
+                                      "ema_decay": args.ema_decay}}).train
     model = build_model(tcfg, split.n_users, split.n_items, ids)
     history = fit(model, replace(split, valid=subset(split.valid, 2000)), tcfg)
     return model.eval(), {"time_limit_s": args.time_limit_s, "steps_per_epoch": steps, "epochs": history[-1]["epoch"],
@@ -232,6 +233,8 @@ def main() -> None:
     parser.add_argument("--lr-plateau-factor", type=float, default=1.0)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="train.lr_schedule (cosine: to 0 over --time-limit-s)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="train.ema_decay (with --time-limit-s): validate and keep a moving average of the weights")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -239,6 +242,8 @@ def main() -> None:
         parser.error("the cornac comparison runs on Beauty: add --skip-cornac for --dataset scientific")
     if args.time_limit_s is not None and not args.skip_cornac:
         parser.error("--time-limit-s trains seerec alone: add --skip-cornac (--budget-s is the equal-budget run)")
+    if args.ema_decay is not None and args.time_limit_s is None:
+        parser.error("--ema-decay applies to the --time-limit-s run (the --budget-s run keeps its last weights)")
     torch.set_num_threads(args.threads)
     data, text = dataset(args.dataset)
     if args.users:

@@ -344,6 +344,10 @@ class TrainConfig(Section):
     # or `time_limit_s` when that runs out first, by the time spent), so the last epochs refine instead of
     # wobbling; constant: `lr` throughout. Any plateau cuts multiply either.
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    # Validate, keep and return an exponential moving average of the weights, updated after every step with
+    # this decay (e.g. 0.998: about the last 500 steps), instead of the last step's weights. Smooths the
+    # wobble of a constant lr without slowing its steps (None: the weights as trained).
+    ema_decay: float | None = Field(None, gt=0, lt=1)
     # Stop after this many validations without a better NDCG@10; the best epoch's weights are kept.
     patience: int = Field(5, ge=1)
     # Stop after the first epoch that ends this many seconds after training began (validation included);

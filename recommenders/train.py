@@ -4,7 +4,8 @@
 `tcfg.seed`. `fit(model, split, tcfg)` trains it: Adam over `model.batches`, validation NDCG@10 after every
 epoch (the untrained model's is recorded, not counted as a best), a constant or cosine lr (`lr_schedule`)
 cut on a plateau (`lr_plateau_factor`), early stopping after `patience` epochs without a new best, tqdm bars
-with live loss and metrics, and the best epoch's weights loaded back at the end.
+with live loss and metrics, and the best epoch's weights loaded back at the end. With `ema_decay` the weights
+validated, kept and returned are an exponential moving average of the trained ones.
 
 On Ray Train workers (`recommenders.distributed`) the same `fit` runs with the worker's `rank` of `world`
 and a `wrap` that turns the model into Ray Train's DistributedDataParallel module: each worker then steps
@@ -16,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -86,6 +88,7 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
     best, best_state, best_epoch, best_seconds, waited = -np.inf, None, 0, 0.0, 0
     step = wrap(model) if wrap else model  # calling it computes the loss (Recommender.forward)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    average = WeightAverage(model, tcfg.ema_decay) if tcfg.ema_decay else None
     plateau_scale = 1.0  # the product of the plateau cuts so far
     # Seconds since training began, as every worker agrees (the slowest one's), for the time budget's decisions.
     seconds = _over_workers(time.perf_counter() - started, device, world, "max")
@@ -106,17 +109,20 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update()
             losses.append(loss.item())
             if len(losses) % 10 == 1:
                 steps.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        ndcg = validate(epoch, float(np.mean(losses)) if losses else None)
+        with average.applied() if average else nullcontext():
+            ndcg = validate(epoch, float(np.mean(losses)) if losses else None)
+            if ndcg > best:
+                best, best_epoch, best_seconds, waited = ndcg, epoch, history[-1]["seconds"], 0
+                best_state = _copy_state(model)
+            else:
+                waited += 1
+                plateau_scale *= tcfg.lr_plateau_factor
         history[-1]["lr"] = optimizer.param_groups[0]["lr"]
-        if ndcg > best:
-            best, best_epoch, best_seconds, waited = ndcg, epoch, history[-1]["seconds"], 0
-            best_state = _copy_state(model)
-        else:
-            waited += 1
-            plateau_scale *= tcfg.lr_plateau_factor
         epochs.set_postfix(loss=f"{history[-1]['loss'] or 0.0:.4f}", ndcg10=f"{ndcg:.4f}",
                            best=f"{best:.4f}@{best_epoch}")
         if not tcfg.progress:
@@ -132,6 +138,42 @@ def _loop(model: Recommender, split: Split, tcfg: TrainConfig, rank: int, world:
     if best_state is not None:  # None only if no validation gave a number (NaN): the last weights stay
         model.load_state_dict(best_state)
     return _with_best(history, best_epoch, best_seconds)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's trained parameters (`train.ema_decay`), swapped in to validate.
+
+    Every worker of a DDP run holds the same parameters after each step, so their averages agree as well."""
+
+    def __init__(self, model: Recommender, decay: float):
+        self.model, self.decay, self.steps = model, decay, 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Fold in the weights after a step. The decay starts short ((1 + t) / (10 + t) at step t) so that the
+        random initial weights are forgotten within the first steps rather than over the average's whole span."""
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, param in zip(self.average, self.params, strict=True):
+            average.lerp_(param, 1 - decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block and its trained ones again after it."""
+        trained = [p.detach().clone() for p in self.params]
+        self._assign(self.average)
+        try:
+            yield
+        finally:
+            self._assign(trained)
+
+    @torch.no_grad()
+    def _assign(self, values: list[torch.Tensor]) -> None:
+        for param, value in zip(self.params, values, strict=True):
+            param.copy_(value)
+        self.model.on_weights_loaded()  # e.g. LightGCN's propagated embeddings came from the other weights
 
 
 def _schedule(tcfg: TrainConfig, epoch: int, seconds: float) -> float:

@@ -38,7 +38,7 @@ from recommenders.evaluate import evaluate
 from recommenders.experiment import prepare_data, run_compare, run_train
 from recommenders.features import load_item_features
 from recommenders.runs import load_run
-from recommenders.train import _schedule, build_model, fit
+from recommenders.train import WeightAverage, _schedule, build_model, fit
 
 N_ITEMS, N_TOPICS, DIM = 60, 6, 16
 FAST = {"progress": False, "eval_batch_size": 512, "patience": 3, "cpu_threads": 1}
@@ -278,6 +278,29 @@ def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best(spli
     assert [entry["epoch"] for entry in history] == [0, 1]  # the first epoch already ends past the limit
     best = max(entry["valid_ndcg@10"] for entry in history[1:])
     assert evaluate(net, split.valid, tcfg.mask_history).metrics["ndcg@10"] == pytest.approx(best)  # best weights kept
+
+
+def test_ema_validates_keeps_and_returns_the_averaged_weights(split):
+    settings = {"lr": 5e-2, "batch_size": 512, "epochs": 4, "patience": 8}
+    tcfg = train_config("lightgcn", ema_decay=0.9, **settings)
+    net = build_model(tcfg, split.n_users, split.n_items, None)
+    history = fit(net, split, tcfg)
+    plain = fit(build_model(tcfg, split.n_users, split.n_items, None), split, train_config("lightgcn", **settings))
+    averaged, trained = ([entry["valid_ndcg@10"] for entry in h[1:]] for h in (history, plain))
+    assert averaged != trained  # the same steps (same seed), validated as their average
+    assert evaluate(net, split.valid, tcfg.mask_history).metrics["ndcg@10"] == pytest.approx(max(averaged))
+
+
+def test_weight_average_forgets_the_start_quickly_and_gives_the_trained_weights_back():
+    model = Unlearner(3)  # one parameter, 1 at the start
+    average = WeightAverage(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average.update()  # the first step's decay is 2 / 11, not 0.99
+    assert average.average[0].item() == pytest.approx(2 / 11)
+    with average.applied():
+        assert model.weight.item() == pytest.approx(2 / 11)
+    assert model.weight.item() == 0.0
 
 
 class Unlearner(Recommender):
