@@ -56,7 +56,7 @@ class Transcriber:
     def transcribe(self, audio: np.ndarray) -> tuple[str, str, float]:
         """(text, language, probability) of one item's 16 kHz mono samples."""
         options = {"language": self.cfg.language, "task": self.cfg.task, "beam_size": self.cfg.beam_size,
-                   "vad_filter": self.cfg.vad_filter}
+                   "temperature": self.cfg.temperature, "vad_filter": self.cfg.vad_filter}
         if self.pipeline is not None:
             segments, info = self.pipeline.transcribe(audio, batch_size=self.cfg.chunks_per_batch, **options)
         else:

@@ -617,6 +617,9 @@ class TranscribeConfig(MediaStageSection):
     # Silero VAD drops the stretches without speech first: fewer hallucinated words over music and silence.
     vad_filter: bool = True
     beam_size: int = Field(5, ge=1)
+    # Decoding temperatures tried in turn when a chunk's text repeats itself or is improbable (faster-whisper's
+    # fallback); past the first they sample at random, so [0.0] alone gives the same transcript on every run.
+    temperature: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], min_length=1)
     # auto: int8 on the CPU, float16 on a GPU (CTranslate2 compute types).
     compute_type: str = "auto"
     # Batched inference (BatchedInferencePipeline) over an item's speech chunks; None: on a GPU only.
